@@ -1,0 +1,197 @@
+/**
+ * The `tempest` command line (bin/tempest.mjs calls main()).
+ *
+ *   tempest node [--config FILE] [--SECTION/key=value ...] [-- app args]   run one member
+ *   tempest up [--SECTION/key=value ...]                                   what `npm start` runs
+ *
+ * `--SECTION/key=value` overrides (and everything after `--`) are taken out of argv by the config
+ * loader's splitArgv() before commander parses the rest, since commander would reject them as
+ * unknown options.
+ *
+ * Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 failure, 2 bad configuration or usage,
+ * 128+n forced by a second signal n while stopping.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { assertPortsBindable, loadConfig, splitArgv } from '../config/index.js';
+import { startNode, type NodeHandle } from '../engine/node.js';
+import { isTempestError } from '../engine/util/errors.js';
+import { layerLogger, type Logger } from '../engine/util/log.js';
+
+/** The package root: the nearest directory above this module holding Tempest's package.json. */
+const PACKAGE_ROOT = findPackageRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+/** Longest a member may take to stop after SIGINT/SIGTERM before the process gives up on it. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+const OVERRIDE_HELP = `
+Configuration overrides:
+  --SECTION/key=value   override one key of the configuration file, e.g.
+                        --DERECHO/gms_port=23590 --HTTP/port=9090
+  --                    everything after it is passed to the application`;
+
+/** Thrown by action handlers to end the process with a given code after cleanup. */
+class Exit extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let code: number;
+  try {
+    await run(argv);
+    code = 0;
+  } catch (err) {
+    code = exitCodeFor(err);
+  }
+  process.exit(code);
+}
+
+async function run(argv: string[]): Promise<void> {
+  // Overrides may appear anywhere before `--`; take them (and the app args) out first.
+  const split = splitArgv(argv);
+  const program = buildProgram(split.overrides, split.appArgs);
+  await program.parseAsync(split.args, { from: 'user' });
+}
+
+/** `--SECTION/key=value` tokens, applied by loadConfig after the file. */
+type Overrides = string[];
+
+function buildProgram(overrides: Overrides, appArgs: string[]): Command {
+  const program = new Command('tempest');
+  program
+    .description("Tempest: a replicated, versioned file system and blob store after Cornell's Derecho.")
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
+    .helpOption('-h, --help', 'show help')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride() // inherited by the subcommands below: errors come back to main() as exceptions
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+
+  program
+    .command('node')
+    .description('run one member of a Tempest group with the given configuration')
+    .option('-c, --config <file>', 'configuration file (INI); defaults apply to keys it leaves out')
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async (opts: { config?: string }) => {
+      await runNode({ file: opts.config, overrides, appArgs });
+    });
+
+  program
+    .command('up')
+    .description('start Tempest on this machine with the default configuration (what `npm start` runs)')
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async () => {
+      process.stdout.write(UP_INTRO);
+      await runNode({ file: path.join(PACKAGE_ROOT, 'config', 'tempest.ini'), overrides, appArgs });
+    });
+
+  return program;
+}
+
+const UP_INTRO = `Tempest is a replicated, versioned file system and blob store after Cornell's Derecho:
+every byte is kept by several replicas that agree on one order of updates, every update is kept
+as a timestamped version, and any past moment can be read back as a consistent snapshot. For now
+this command runs one member with the default configuration (config/tempest.ini plus any
+--SECTION/key=value overrides given); the 3-replica cluster, the HTTP API and the FUSE mount come
+with later work. Press Ctrl-C to stop it.
+
+`;
+
+async function runNode(args: { file: string | undefined; overrides: Overrides; appArgs: string[] }): Promise<void> {
+  const log = layerLogger('cli');
+  const cfg = loadConfig({ file: args.file, overrides: args.overrides });
+  await assertPortsBindable(cfg);
+
+  // Signals are watched from before the member starts, so a Ctrl-C during start-up still stops it.
+  const stop = watchStopSignals(log);
+  if (args.appArgs.length > 0) log.debug({ appArgs: args.appArgs }, 'application arguments (not used yet)');
+
+  const node = await startNode(cfg, layerLogger('node'));
+  process.stdout.write(`${node.describe()}\n`);
+
+  const signal = await stop.requested;
+  log.info({ signal }, 'stopping');
+  await closeBounded(node, log);
+  log.info('stopped');
+}
+
+/** The first SIGINT/SIGTERM asks for an orderly stop; a second one exits at once. */
+function watchStopSignals(log: Logger): { requested: Promise<NodeJS.Signals> } {
+  let count = 0;
+  let resolve!: (signal: NodeJS.Signals) => void;
+  const requested = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  // Signal listeners do not keep Node's event loop alive; this timer does until the first signal,
+  // so a member whose layers hold no handles of their own still waits to be stopped.
+  const keepAlive = setInterval(() => {}, 2 ** 30);
+  const onSignal = (signal: NodeJS.Signals): void => {
+    count += 1;
+    if (count === 1) {
+      clearInterval(keepAlive);
+      resolve(signal);
+      return;
+    }
+    const code = signal === 'SIGINT' ? 130 : 143;
+    log.warn({ signal }, 'second signal while stopping: exiting now');
+    process.stderr.write(`tempest: ${signal} again while stopping; exiting without a clean shutdown\n`);
+    process.exit(code);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { requested };
+}
+
+async function closeBounded(node: NodeHandle, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), CLOSE_TIMEOUT_MS);
+  });
+  try {
+    const outcome = await Promise.race([node.close().then(() => 'closed' as const), timedOut]);
+    if (outcome === 'timeout') {
+      log.error({ timeoutMs: CLOSE_TIMEOUT_MS }, 'stop timed out');
+      process.stderr.write(`tempest: the member did not stop within ${CLOSE_TIMEOUT_MS / 1000} s; exiting anyway\n`);
+      throw new Exit(1);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function exitCodeFor(err: unknown): number {
+  if (err instanceof Exit) return err.exitCode;
+  if (err instanceof CommanderError) {
+    // Help and --version end with exitCode 0; commander has already printed any usage error.
+    return err.exitCode === 0 ? 0 : 2;
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_CONFIG')) {
+    process.stderr.write(`tempest: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (isTempestError(err)) {
+    process.stderr.write(`tempest: ${err.message}\n`);
+    return 1;
+  }
+  process.stderr.write(`tempest: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  return 1;
+}
+
+function findPackageRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string };
+      if (pkg.name === 'tempest') return dir;
+    } catch {
+      // no package.json here
+    }
+    if (path.dirname(dir) === dir) return path.resolve(from, '..', '..');
+  }
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: string };
+  return pkg.version ?? '0.0.0';
+}

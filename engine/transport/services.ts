@@ -1,0 +1,14 @@
+/**
+ * Service ids carried in the top 8 bits of RMA immediate data, so one completion queue serves
+ * every protocol. One place lists them all so two layers never pick the same id.
+ */
+export const Service = {
+  /** Connection warm-up writes when a mesh forms. */
+  Mesh: 1,
+  /** Credit returns of the point-to-point messenger. */
+  MessengerCredit: 2,
+  /** Shared state table row pushes. */
+  Sst: 3,
+  /** 128..255 are left to applications and tests. */
+  FirstApplication: 128,
+} as const;
