@@ -20,6 +20,27 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+/*
+ * libuv, as exported by the node executable this library is loaded into. Declared here rather than
+ * taken from uv.h so the build needs no Node headers; these calls and constants are stable across
+ * libuv 1.x. Handles are allocated with uv_handle_size, so their layout is never assumed.
+ */
+typedef void uv_loop_t;
+typedef void uv_poll_t;
+typedef void uv_handle_t;
+typedef void (*uv_poll_cb)(uv_poll_t *handle, int status, int events);
+typedef void (*uv_close_cb)(uv_handle_t *handle);
+extern uv_loop_t *uv_default_loop(void) __attribute__((weak));
+extern size_t uv_handle_size(int type) __attribute__((weak));
+extern int uv_poll_init(uv_loop_t *loop, uv_poll_t *handle, int fd) __attribute__((weak));
+extern int uv_poll_start(uv_poll_t *handle, int events, uv_poll_cb cb) __attribute__((weak));
+extern int uv_poll_stop(uv_poll_t *handle) __attribute__((weak));
+extern void uv_close(uv_handle_t *handle, uv_close_cb cb) __attribute__((weak));
+extern void *uv_handle_get_data(const uv_handle_t *handle) __attribute__((weak));
+extern void uv_handle_set_data(uv_handle_t *handle, void *data) __attribute__((weak));
+#define TF_UV_POLL 8 /* UV_POLL in uv_handle_type */
+#define TF_UV_READABLE 1
+
 #define TF_FI_VERSION FI_VERSION(1, 14)
 #define TF_CQ_BATCH 64
 #define TF_SREAD_TIMEOUT_MS 200
@@ -74,6 +95,14 @@ struct tf_ctx {
   pthread_t progress_thread;
   atomic_int running;
   int thread_started;
+
+  /* Loop mode: the CQ's wait fd is watched by libuv on Node's main thread (no progress thread). */
+  struct fid_wait *unused_wait;
+  int cq_wait_fd;
+  uv_poll_t *uv_poll;
+  /* Loop mode: JS function (registered with koffi) run on the main thread when completions are
+   * queued, instead of a pipe byte and another loop turn. */
+  void (*loop_wake)(void);
 };
 
 static void set_err(char *errbuf, uint32_t errbuf_len, const char *what, int err) {
@@ -140,7 +169,7 @@ static void ring_push(tf_ctx *ctx, const tf_completion *recs, uint32_t n) {
     ctx->ring[ctx->ring_tail % ctx->ring_capacity] = recs[i];
     ctx->ring_tail++;
   }
-  if (ctx->armed && ctx->ring_tail != ctx->ring_head) {
+  if (ctx->armed && ctx->ring_tail != ctx->ring_head && ctx->loop_wake == NULL) {
     ctx->armed = 0;
     wake = 1;
   }
@@ -284,17 +313,21 @@ tf_ctx *tf_open(const char *provider, const char *domain, const char *node, cons
   struct fi_cq_attr cq_attr = {0};
   cq_attr.format = FI_CQ_FORMAT_DATA;
   cq_attr.size = (size_t)tx_depth + rx_depth + 64;
-  cq_attr.wait_obj = FI_WAIT_UNSPEC;
   cq_attr.wait_cond = FI_CQ_COND_NONE;
-  rc = fi_cq_open(ctx->domain, &cq_attr, &ctx->cq, NULL);
-  if (rc == 0) {
-    ctx->cq_waitable = 1;
-  } else {
-    cq_attr.wait_obj = FI_WAIT_NONE;
+  /* Prefer a wait fd (Node's loop can watch it), then any wait object (for the progress thread's
+   * fi_cq_sread), then none (the progress thread polls with back-off). */
+  const enum fi_wait_obj waits[] = {FI_WAIT_FD, FI_WAIT_UNSPEC, FI_WAIT_NONE};
+  ctx->cq_wait_fd = -1;
+  rc = -FI_ENOSYS;
+  for (int w = 0; w < 3 && rc != 0; w++) {
+    cq_attr.wait_obj = waits[w];
     rc = fi_cq_open(ctx->domain, &cq_attr, &ctx->cq, NULL);
-    if (rc) { set_err(errbuf, errbuf_len, "fi_cq_open", rc); goto fail; }
-    ctx->cq_waitable = 0;
+    if (rc == 0) {
+      ctx->cq_waitable = waits[w] != FI_WAIT_NONE;
+      if (waits[w] == FI_WAIT_FD && fi_control(&ctx->cq->fid, FI_GETWAIT, &ctx->cq_wait_fd) != 0) ctx->cq_wait_fd = -1;
+    }
   }
+  if (rc) { set_err(errbuf, errbuf_len, "fi_cq_open", rc); goto fail; }
 
   rc = fi_endpoint(ctx->domain, info, &ctx->ep, NULL);
   if (rc) { set_err(errbuf, errbuf_len, "fi_endpoint", rc); goto fail; }
@@ -324,13 +357,6 @@ tf_ctx *tf_open(const char *provider, const char *domain, const char *node, cons
   ctx->notify_rd = fds[0];
   ctx->notify_wr = fds[1];
 
-  atomic_store(&ctx->running, 1);
-  if (pthread_create(&ctx->progress_thread, NULL, progress_main, ctx) != 0) {
-    set_err(errbuf, errbuf_len, "pthread_create", -FI_ENOMEM);
-    atomic_store(&ctx->running, 0);
-    goto fail;
-  }
-  ctx->thread_started = 1;
   return ctx;
 
 fail_nomem:
@@ -340,8 +366,98 @@ fail:
   return NULL;
 }
 
+int32_t tf_start_progress(tf_ctx *ctx) {
+  if (ctx->thread_started || ctx->uv_poll != NULL) return -FI_EALREADY;
+  atomic_store(&ctx->running, 1);
+  if (pthread_create(&ctx->progress_thread, NULL, progress_main, ctx) != 0) {
+    atomic_store(&ctx->running, 0);
+    return -FI_ENOMEM;
+  }
+  ctx->thread_started = 1;
+  return 0;
+}
+
+/* Loop mode: reads the CQ into the ring without ever waiting (this is Node's main thread), then
+ * re-arms the wait fd with fi_trywait. Stops early when the ring is full; JS drains it and calls
+ * again through tf_poll. */
+static void loop_progress(tf_ctx *ctx) {
+  struct fi_cq_data_entry entries[TF_CQ_BATCH];
+  tf_completion recs[TF_CQ_BATCH];
+  for (int round = 0; round < 64; round++) {
+    pthread_mutex_lock(&ctx->ring_lock);
+    uint64_t space = ctx->ring_capacity - (ctx->ring_tail - ctx->ring_head);
+    pthread_mutex_unlock(&ctx->ring_lock);
+    if (space == 0) return;
+    ssize_t n = fi_cq_read(ctx->cq, entries, space < TF_CQ_BATCH ? space : TF_CQ_BATCH);
+    if (n > 0) {
+      for (ssize_t i = 0; i < n; i++) convert_entry(ctx, &entries[i], &recs[i]);
+      ring_push(ctx, recs, (uint32_t)n);
+      continue;
+    }
+    if (n == -FI_EAVAIL) {
+      report_cq_error(ctx);
+      continue;
+    }
+    struct fid *fids[1] = {&ctx->cq->fid};
+    if (fi_trywait(ctx->fabric, fids, 1) == -FI_EAGAIN) continue; /* more arrived meanwhile */
+    return;
+  }
+}
+
+static void on_cq_readable(uv_poll_t *handle, int status, int events) {
+  (void)status;
+  (void)events;
+  tf_ctx *ctx = (tf_ctx *)uv_handle_get_data(handle);
+  if (ctx == NULL) return;
+  loop_progress(ctx);
+  if (ctx->loop_wake == NULL) return;
+  pthread_mutex_lock(&ctx->ring_lock);
+  int pending = ctx->ring_tail != ctx->ring_head;
+  if (pending) ctx->armed = 0; /* JS drains now; no pipe byte needed */
+  pthread_mutex_unlock(&ctx->ring_lock);
+  if (pending) ctx->loop_wake();
+}
+
+void tf_set_loop_wake(tf_ctx *ctx, void (*wake)(void)) { ctx->loop_wake = wake; }
+
+static void free_uv_handle(uv_handle_t *handle) { free(handle); }
+
+int32_t tf_attach_loop(tf_ctx *ctx) {
+  if (uv_default_loop == NULL || uv_handle_size == NULL || uv_poll_init == NULL || uv_poll_start == NULL ||
+      uv_poll_stop == NULL || uv_close == NULL || uv_handle_get_data == NULL || uv_handle_set_data == NULL) {
+    return -FI_ENOSYS; /* not loaded into a libuv process */
+  }
+  if (ctx->cq_wait_fd < 0 || ctx->thread_started || ctx->uv_poll != NULL) return -FI_ENOSYS;
+  uv_poll_t *h = calloc(1, uv_handle_size(TF_UV_POLL));
+  if (h == NULL) return -FI_ENOMEM;
+  if (uv_poll_init(uv_default_loop(), h, ctx->cq_wait_fd) != 0) {
+    free(h);
+    return -FI_EOTHER;
+  }
+  uv_handle_set_data(h, ctx);
+  ctx->uv_poll = h;
+  atomic_store(&ctx->running, 1);
+  loop_progress(ctx);
+  if (uv_poll_start(h, TF_UV_READABLE, on_cq_readable) != 0) {
+    uv_handle_set_data(h, NULL);
+    uv_close(h, free_uv_handle);
+    ctx->uv_poll = NULL;
+    atomic_store(&ctx->running, 0);
+    return -FI_EOTHER;
+  }
+  return 0;
+}
+
 void tf_close(tf_ctx *ctx) {
   if (ctx == NULL) return;
+  atomic_store(&ctx->running, 0);
+  if (ctx->uv_poll != NULL) {
+    /* libuv frees the handle on a later loop turn; it no longer points at ctx. */
+    uv_poll_stop(ctx->uv_poll);
+    uv_handle_set_data(ctx->uv_poll, NULL);
+    uv_close(ctx->uv_poll, free_uv_handle);
+    ctx->uv_poll = NULL;
+  }
   if (ctx->thread_started) {
     atomic_store(&ctx->running, 0);
     pthread_mutex_lock(&ctx->ring_lock);
@@ -475,6 +591,7 @@ int32_t tf_write(tf_ctx *ctx, int64_t peer, tf_mr *mr, uint64_t offset, uint64_t
 }
 
 int32_t tf_poll(tf_ctx *ctx, tf_completion *out, uint32_t max) {
+  if (ctx->uv_poll != NULL) loop_progress(ctx);
   uint32_t n = 0;
   pthread_mutex_lock(&ctx->ring_lock);
   while (n < max && ctx->ring_head != ctx->ring_tail) {

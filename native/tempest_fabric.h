@@ -4,10 +4,12 @@
  * library exports plain functions around them. It moves bytes and reports completions; every
  * protocol decision lives in TypeScript (engine/transport and above).
  *
- * Completions: a progress thread blocks in fi_cq_sread (which also drives providers with manual
- * progress, such as tcp), queues 32-byte records in a bounded ring, and writes one byte to a pipe
- * when JS has drained the ring and asked to be woken. JS reads the pipe from its event loop and
- * drains records in batches with tf_poll, so JS never spins and is woken once per batch.
+ * Completions are queued as 32-byte records in a bounded ring; one byte is written to a pipe when
+ * JS has drained the ring and asked to be woken. JS reads the pipe from its event loop and drains
+ * records in batches with tf_poll, so JS never spins and is woken once per batch. The ring is
+ * filled either from Node's own loop watching the CQ's wait fd (tf_attach_loop) or by a progress
+ * thread blocked in fi_cq_sread (tf_start_progress); both also drive providers whose data
+ * progress is manual, such as tcp.
  */
 #ifndef TEMPEST_FABRIC_H
 #define TEMPEST_FABRIC_H
@@ -47,7 +49,17 @@ typedef struct tf_completion {
 tf_ctx *tf_open(const char *provider, const char *domain, const char *node, const char *service,
                 uint32_t tx_depth, uint32_t rx_depth, uint32_t ring_capacity, char *errbuf,
                 uint32_t errbuf_len);
-/* Stops the progress thread and closes everything. MRs must be closed first. */
+/* Completions reach JS in one of two ways, chosen once after tf_open:
+ * - tf_attach_loop: Node's own event loop (libuv, main thread) watches the completion queue's wait
+ *   fd; no extra thread, one wake-up per arrival. Needs a wait fd and a libuv host process.
+ * - tf_start_progress: a progress thread blocks in fi_cq_sread (or polls with back-off).
+ * Either way JS is signalled through the notify pipe and drains with tf_poll. */
+int32_t tf_attach_loop(tf_ctx *ctx);
+int32_t tf_start_progress(tf_ctx *ctx);
+/* Loop mode only: a function the libuv callback calls on the main thread when completions are
+ * queued (JS drains at once, no pipe round trip). NULL falls back to the pipe. */
+void tf_set_loop_wake(tf_ctx *ctx, void (*wake)(void));
+/* Stops completion delivery and closes everything. MRs must be closed first. */
 void tf_close(tf_ctx *ctx);
 
 /* The libfabric provider actually in use, e.g. "tcp;ofi_rxm". */

@@ -11,8 +11,16 @@ const MESSAGES_EACH_WAY = 5_000;
 const MAX_MESSAGE_BYTES = 1024 * 1024;
 const RMA_WRITES = 500;
 
-for (const provider of ['tcp', 'sockets']) {
-  test.serial(`${provider}: two processes exchange 10,000 messages of 1 B to 1 MiB, every byte checked; RMA writes land`, async (t) => {
+// Completions reach JS through Node's loop by default; the progress thread is the fallback for
+// providers without a wait fd, so it is exercised too.
+const CASES = [
+  { provider: 'tcp', completions: 'loop' },
+  { provider: 'tcp', completions: 'thread' },
+  { provider: 'sockets', completions: 'loop' },
+] as const;
+
+for (const { provider, completions } of CASES) {
+  test.serial(`${provider} (${completions} completions): two processes exchange 10,000 messages of 1 B to 1 MiB, every byte checked; RMA writes land`, async (t) => {
     t.timeout(150_000);
     const members = await memberAddresses(2);
     const procs = members.map((self) =>
@@ -25,12 +33,15 @@ for (const provider of ['tcp', 'sockets']) {
         slot_size_bytes: MAX_MESSAGE_BYTES,
         slots_per_peer: 8,
         rma_bytes: 4 * 1024 * 1024,
-      }),
+      }, { TEMPEST_COMPLETIONS: completions }),
     );
     t.teardown(() => killAll(procs));
     const [a, b] = procs as [MemberProcess, MemberProcess];
     const ready = await Promise.all(procs.map((p) => p.waitType('ready', 30_000)));
-    for (const r of ready) t.is(r.provider, EXPECTED_STACK[provider], 'the configured provider is the one in use');
+    for (const r of ready) {
+      t.is(r.provider, EXPECTED_STACK[provider], 'the configured provider is the one in use');
+      t.is(r.completions, completions);
+    }
 
     a.send({ cmd: 'expect-messages', from: 1, count: MESSAGES_EACH_WAY });
     b.send({ cmd: 'expect-messages', from: 0, count: MESSAGES_EACH_WAY });

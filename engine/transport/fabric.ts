@@ -28,8 +28,14 @@ export interface FabricOptions {
   port: number;
   tx_depth: number;
   rx_depth: number;
-  /** Completions the native side may queue for JS before its progress thread waits. */
+  /** Completions the native side may queue for JS before it stops reading the queue. */
   completion_ring_entries?: number;
+  /**
+   * How completions reach JS: `loop` (Node's event loop watches the completion queue's wait fd:
+   * one wake-up per arrival) or `thread` (a native progress thread relays them). Default: loop
+   * when the provider offers a wait fd, else thread; TEMPEST_COMPLETIONS overrides.
+   */
+  completion_mode?: 'loop' | 'thread';
   log: Logger;
 }
 
@@ -74,6 +80,11 @@ const POLL_BATCH = 256;
 /** Back-off for operations refused with EAGAIN when no completion is due to wake us. */
 const RETRY_MIN_MS = 1;
 const RETRY_MAX_MS = 50;
+/**
+ * Loop mode: how often the queue is read even without a wake-up. The wait fd signals completions
+ * but not connection requests, which ofi_rxm progresses only when its queue is read.
+ */
+const BACKSTOP_PROGRESS_MS = 50;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 function toSafeNumber(v: number | bigint, what: string): number {
@@ -90,6 +101,8 @@ export function immediate(service: number, value24: number): number {
 export class Fabric {
   readonly provider: string;
   readonly domain: string;
+  /** How completions reach JS (see FabricOptions.completion_mode). */
+  completionMode: 'loop' | 'thread' = 'thread';
   readonly log: Logger;
   private readonly lib = nativeFabric();
   private ctx: CtxHandle | null;
@@ -103,6 +116,8 @@ export class Fabric {
   private nextKey = 1;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay_ms = RETRY_MIN_MS;
+  private backstop: NodeJS.Timeout | undefined;
+  private releaseLoopWake: (() => void) | undefined;
   private draining = false;
   /** Completions dispatched so far (for metrics and tests). */
   completionsSeen = 0;
@@ -147,7 +162,19 @@ export class Fabric {
       );
     }
     const fabric = new Fabric(ctx, opts);
-    fabric.log.debug({ provider: fabric.provider, domain: fabric.domain, port: opts.port }, 'fabric open');
+    const wanted = opts.completion_mode ?? (process.env.TEMPEST_COMPLETIONS === 'thread' ? 'thread' : 'loop');
+    if (wanted === 'loop' && lib.tf_attach_loop(ctx) === 0) {
+      fabric.completionMode = 'loop';
+      fabric.releaseLoopWake = lib.registerLoopWake(ctx, () => fabric.wakeFromLoop());
+      fabric.backstop = setInterval(() => fabric.drain(), BACKSTOP_PROGRESS_MS).unref();
+    } else {
+      const rc = lib.tf_start_progress(ctx);
+      if (rc !== 0) {
+        fabric.close();
+        throw new TempestError('ERR_TRANSPORT_OPEN', `cannot start the completion progress thread: ${lib.tf_strerror(rc)}`);
+      }
+    }
+    fabric.log.debug({ provider: fabric.provider, domain: fabric.domain, port: opts.port, completions: fabric.completionMode }, 'fabric open');
     return fabric;
   }
 
@@ -226,6 +253,8 @@ export class Fabric {
       this.retryTimer = setTimeout(() => {
         this.retryTimer = undefined;
         this.retryDelay_ms = Math.min(this.retryDelay_ms * 2, RETRY_MAX_MS);
+        // Reading the queue drives the provider (connection set-up needs it in loop mode).
+        this.drain();
         this.runCapacityWaiters();
       }, this.retryDelay_ms);
     }
@@ -290,6 +319,19 @@ export class Fabric {
     return this.ctx === null ? 0 : this.lib.tf_ops_in_flight(this.ctx);
   }
 
+  /** Called by the native side, on the main thread, inside libuv's poll callback (loop mode). */
+  private wakeFromLoop(): void {
+    this.wakeups++;
+    try {
+      this.drain();
+    } catch (err) {
+      // koffi would swallow an exception thrown here; let it surface as an uncaught one.
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  }
+
   /** Dispatches every queued completion. Runs on a wake-up; callers may also call it directly. */
   drain(): void {
     if (this.draining || this.ctx === null) return;
@@ -347,10 +389,14 @@ export class Fabric {
     for (const r of this.regions) this.lib.tf_mr_close(r.handle);
     this.regions.clear();
     this.ctx = null;
+    this.releaseLoopWake?.();
+    this.releaseLoopWake = undefined;
     this.lib.tf_close(ctx);
     this.notify.destroy();
     this.capacityWaiters.clear();
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    if (this.backstop !== undefined) clearInterval(this.backstop);
+    this.backstop = undefined;
   }
 }

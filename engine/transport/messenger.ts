@@ -5,7 +5,8 @@
  * source, and per-peer send staging slots. Each peer may have at most slots_per_peer messages
  * unconsumed at a receiver (credits), so a receive is always posted before a message arrives.
  * Receivers return credits by a tiny RMA write whose immediate data carries the cumulative count
- * consumed (mod 2^16), batched: at half a window, or once the event loop is idle.
+ * consumed (mod 2^16), batched: at once when half a window is owed, else after
+ * credit_delay_ms, so request/response traffic does not pay a credit write per message.
  *
  * Receive is zero-copy: the handler gets a view of the registered slot, valid until it returns.
  *
@@ -30,6 +31,8 @@ export interface MessengerOptions {
   send_timeout_ms: number;
   /** Waiting senders allowed per peer before send() fails fast. */
   max_waiting_sends?: number;
+  /** Longest a credit under half a window is held back before it is returned, ms. */
+  credit_delay_ms?: number;
 }
 
 export type MessageHandler = (fromId: number, payload: Buffer) => void;
@@ -70,7 +73,8 @@ export class Messenger {
   private readonly maxWaiting: number;
   private onMessage: MessageHandler = () => {};
   private onPeerFailed: (id: number, err: Error) => void = () => {};
-  private creditFlushScheduled = false;
+  private creditTimer: NodeJS.Timeout | undefined;
+  private readonly creditDelay_ms: number;
   private closed = false;
   /** Messages delivered to the handler so far. */
   delivered = 0;
@@ -82,6 +86,7 @@ export class Messenger {
     this.window = opts.slots_per_peer;
     this.sendTimeout_ms = opts.send_timeout_ms;
     this.maxWaiting = opts.max_waiting_sends ?? 4096;
+    this.creditDelay_ms = opts.credit_delay_ms ?? 1;
     const fabric = this.mesh.fabric;
     const npeers = this.mesh.peers.size;
     this.rx = fabric.register(Buffer.alloc(Math.max(1, npeers * this.window) * this.slotSize));
@@ -352,13 +357,12 @@ export class Messenger {
     if (owed === 0 || st.creditWriteBusy || st.failed) return;
     if (owed * 2 >= this.window) {
       this.writeCredit(st);
-    } else if (!this.creditFlushScheduled) {
-      // Under a half window: return once the current burst has been handled.
-      this.creditFlushScheduled = true;
-      setImmediate(() => {
-        this.creditFlushScheduled = false;
+    } else if (this.creditTimer === undefined) {
+      // Under half a window: the sender still has credit; return it a little later, in one write.
+      this.creditTimer = setTimeout(() => {
+        this.creditTimer = undefined;
         for (const s of this.byId.values()) if (!s.creditWriteBusy && !s.failed && s.consumedFrom !== s.returnedTo) this.writeCredit(s);
-      });
+      }, this.creditDelay_ms);
     }
   }
 
@@ -393,6 +397,7 @@ export class Messenger {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.creditTimer !== undefined) clearTimeout(this.creditTimer);
     for (const st of this.byId.values()) {
       for (const w of st.waiters.splice(0)) {
         clearTimeout(w.timer);

@@ -24,6 +24,13 @@ export interface NativeFabricLib {
     errbuf: Buffer,
     errbuf_len: number,
   ): CtxHandle | null;
+  tf_attach_loop(ctx: CtxHandle): number;
+  tf_start_progress(ctx: CtxHandle): number;
+  /**
+   * Loop mode: `wake` runs on the main thread, from libuv's poll callback, when completions are
+   * queued. Returns a function that detaches and releases it (call before tf_close).
+   */
+  registerLoopWake(ctx: CtxHandle, wake: () => void): () => void;
   tf_close(ctx: CtxHandle): void;
   tf_provider_name(ctx: CtxHandle): string;
   tf_domain_name(ctx: CtxHandle): string;
@@ -102,6 +109,10 @@ let lib: NativeFabricLib | undefined;
 export function nativeFabric(): NativeFabricLib {
   if (lib) return lib;
   const path = libraryPath();
+  // Debian's libfabric links QLogic's libinfinipath (PSM), whose load-time constructor replaces
+  // the SIGINT and SIGTERM handlers with its own, which exit(1) past Node: Ctrl-C and clean
+  // shutdown would be lost. This documented switch stops it; set before the library loads.
+  process.env.IPATH_NO_BACKTRACE ??= '1';
   let so: ReturnType<typeof koffi.load>;
   try {
     so = koffi.load(path);
@@ -115,10 +126,22 @@ export function nativeFabric(): NativeFabricLib {
   koffi.opaque('tf_ctx');
   koffi.opaque('tf_mr');
   const f = (proto: string) => so.func(proto);
+  const wakeType = koffi.pointer(koffi.proto('void tf_loop_wake_cb(void)'));
+  const setLoopWake = so.func('void tf_set_loop_wake(tf_ctx *ctx, tf_loop_wake_cb *wake)');
   lib = {
     tf_open: f(
       'tf_ctx *tf_open(const char *provider, const char *domain, const char *node, const char *service, uint32_t tx_depth, uint32_t rx_depth, uint32_t ring_capacity, void *errbuf, uint32_t errbuf_len)',
     ),
+    tf_attach_loop: f('int32_t tf_attach_loop(tf_ctx *ctx)'),
+    tf_start_progress: f('int32_t tf_start_progress(tf_ctx *ctx)'),
+    registerLoopWake: (ctx: CtxHandle, wake: () => void) => {
+      const cb = koffi.register(wake, wakeType);
+      setLoopWake(ctx, cb);
+      return () => {
+        setLoopWake(ctx, null);
+        koffi.unregister(cb);
+      };
+    },
     tf_close: f('void tf_close(tf_ctx *ctx)'),
     tf_provider_name: f('const char *tf_provider_name(tf_ctx *ctx)'),
     tf_domain_name: f('const char *tf_domain_name(tf_ctx *ctx)'),
