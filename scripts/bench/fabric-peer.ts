@@ -5,6 +5,7 @@
 import { Member } from '../../engine/member.js';
 import { CompletionKind, immediate } from '../../engine/transport/fabric.js';
 import { Service } from '../../engine/transport/services.js';
+import { ReplyLatch } from './reply-latch.js';
 
 interface Args {
   self: { id: number; ip: string; port: number; fabric_port: number };
@@ -38,22 +39,19 @@ const messenger = member.messenger;
 let mode: 'count' | 'echo' = 'count';
 let expected = 0;
 let received = 0;
-let onReply: (() => void) | null = null;
+const latch = new ReplyLatch();
+const ack = (to: number) => {
+  if (!messenger.trySend(to, Buffer.alloc(1))) messenger.send(to, Buffer.alloc(1)).catch((err) => send({ type: 'error', message: String(err) }));
+};
 messenger.handle((from, payload) => {
   if (mode === 'echo') {
     if (!messenger.trySend(from, payload)) throw new Error('echo without credit');
     return;
   }
-  if (onReply) {
-    // The sender side: the one message it waits for (the stream's ack or the ping-pong echo).
-    const r = onReply;
-    onReply = null;
-    r();
-    return;
-  }
+  if (latch.fire()) return;
   if (++received === expected) {
     received = 0;
-    messenger.trySend(from, Buffer.alloc(1)) || messenger.send(from, Buffer.alloc(1));
+    ack(from);
   }
 });
 
@@ -63,11 +61,11 @@ let rmaFrom = -1;
 member.fabric.onRemoteWrite(RMA_SERVICE, () => {
   if (++rmaArrived === rmaExpected) {
     rmaArrived = 0;
-    void messenger.send(rmaFrom, Buffer.alloc(1));
+    ack(rmaFrom);
   }
 });
 
-const reply = () => new Promise<void>((resolve) => (onReply = resolve));
+const reply = () => latch.wait();
 
 async function stream(to: number, count: number, size: number): Promise<number> {
   const done = reply();

@@ -3,6 +3,7 @@
  * beyond fixed sizes; Nagle off for ping-pong).
  */
 import { connect, createServer, type Socket } from 'node:net';
+import { ReplyLatch } from './reply-latch.js';
 
 const send = (m: object) => process.send!(m);
 let sock: Socket | null = null;
@@ -11,7 +12,7 @@ let expectedBytes = 0;
 let receivedBytes = 0;
 let echoSize = 64;
 let pending = 0;
-let onReply: (() => void) | null = null;
+const latch = new ReplyLatch();
 
 function wire(s: Socket): void {
   sock = s;
@@ -25,12 +26,7 @@ function wire(s: Socket): void {
       }
       return;
     }
-    if (onReply) {
-      const r = onReply;
-      onReply = null;
-      r();
-      return;
-    }
+    if (latch.fire()) return;
     receivedBytes += chunk.length;
     if (expectedBytes > 0 && receivedBytes >= expectedBytes) {
       receivedBytes -= expectedBytes;
@@ -40,7 +36,7 @@ function wire(s: Socket): void {
   });
 }
 
-const reply = () => new Promise<void>((resolve) => (onReply = resolve));
+const reply = () => latch.wait();
 
 async function stream(count: number, size: number): Promise<number> {
   const s = sock!;
@@ -91,13 +87,7 @@ process.on('message', (m: { cmd: string; port?: number; count: number; size: num
       wire(s);
       // The sender reads only its one-byte reply (or echoes during ping-pong, handled inline).
       s.removeAllListeners('data');
-      s.on('data', () => {
-        if (onReply) {
-          const r = onReply;
-          onReply = null;
-          r();
-        }
-      });
+      s.on('data', () => latch.fire());
       break;
     }
     case 'expect':
