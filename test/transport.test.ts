@@ -98,3 +98,27 @@ test.serial('a member that never comes up is reported unreachable within the bou
   t.regex(err!.message, /member 1 at 127\.0\.0\.1:\d+/);
   t.true(Date.now() - started < 5_000);
 });
+
+test.serial('a peer killed mid-stream: sends to it fail with ERR_TRANSPORT_PEER_FAILED, the sender lives on', async (t) => {
+  t.timeout(60_000);
+  const timeout_ms = 1_000;
+  const members = await memberAddresses(2);
+  const procs = members.map((self) => MemberProcess.start({ self, members, provider: 'tcp', heartbeat_ms: 100, timeout_ms }));
+  t.teardown(() => killAll(procs));
+  const [a, b] = procs as [MemberProcess, MemberProcess];
+  await Promise.all(procs.map((p) => p.waitType('ready', 30_000)));
+  a.send({ cmd: 'send-until-error', to: 1, max_ms: 20_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  const killedAt = Date.now();
+  b.kill('SIGKILL');
+  const failed = await a.waitType('send-failed', 10_000);
+  t.is(failed.code, 'ERR_TRANSPORT_PEER_FAILED', String(failed.message));
+  t.regex(String(failed.message), /member 1/);
+  t.true((failed.sent as number) > 0, 'messages flowed before the kill');
+  const after_ms = (failed.at_ms as number) - killedAt;
+  t.true(after_ms <= 2 * timeout_ms + 500, `sends failed ${after_ms} ms after the kill`);
+  t.log(`sends failed ${after_ms} ms after SIGKILL: ${String(failed.message)}`);
+  a.send({ cmd: 'ping' });
+  await a.waitType('pong', 5_000);
+  t.is(a.exited, null, 'the sender did not crash');
+});
