@@ -123,13 +123,9 @@ function watchStopSignals(log: Logger): { requested: Promise<NodeJS.Signals> } {
   let count = 0;
   let resolve!: (signal: NodeJS.Signals) => void;
   const requested = new Promise<NodeJS.Signals>((r) => (resolve = r));
-  // Signal listeners do not keep Node's event loop alive; this timer does until the first signal,
-  // so a member whose layers hold no handles of their own still waits to be stopped.
-  const keepAlive = setInterval(() => {}, 2 ** 30);
   const onSignal = (signal: NodeJS.Signals): void => {
     count += 1;
     if (count === 1) {
-      clearInterval(keepAlive);
       resolve(signal);
       return;
     }

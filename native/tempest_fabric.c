@@ -78,7 +78,6 @@ struct tf_ctx {
   tf_op *ops;
   uint32_t op_count;
   int32_t op_free_head;
-  uint32_t ops_in_flight;
 
   /* Completion ring handed to JS. */
   pthread_mutex_t ring_lock;
@@ -97,7 +96,6 @@ struct tf_ctx {
   int thread_started;
 
   /* Loop mode: the CQ's wait fd is watched by libuv on Node's main thread (no progress thread). */
-  struct fid_wait *unused_wait;
   int cq_wait_fd;
   uv_poll_t *uv_poll;
   /* Loop mode: JS function (registered with koffi) run on the main thread when completions are
@@ -119,7 +117,6 @@ static tf_op *op_acquire(tf_ctx *ctx, uint32_t kind, uint32_t handler, uint32_t 
   if (i >= 0) {
     op = &ctx->ops[i];
     ctx->op_free_head = op->next_free;
-    ctx->ops_in_flight++;
   }
   pthread_mutex_unlock(&ctx->op_lock);
   if (op != NULL) {
@@ -135,7 +132,6 @@ static void op_release(tf_ctx *ctx, tf_op *op) {
   pthread_mutex_lock(&ctx->op_lock);
   op->next_free = ctx->op_free_head;
   ctx->op_free_head = (int32_t)(op - ctx->ops);
-  ctx->ops_in_flight--;
   pthread_mutex_unlock(&ctx->op_lock);
 }
 
@@ -484,7 +480,6 @@ void tf_close(tf_ctx *ctx) {
 
 const char *tf_provider_name(tf_ctx *ctx) { return ctx->info->fabric_attr->prov_name; }
 const char *tf_domain_name(tf_ctx *ctx) { return ctx->info->domain_attr->name; }
-uint64_t tf_inject_size(tf_ctx *ctx) { return ctx->info->tx_attr->inject_size; }
 uint32_t tf_cq_data_size(tf_ctx *ctx) { return (uint32_t)ctx->info->domain_attr->cq_data_size; }
 
 int32_t tf_local_address(tf_ctx *ctx, uint8_t *out, uint32_t out_len) {
@@ -500,11 +495,6 @@ int64_t tf_av_insert(tf_ctx *ctx, const uint8_t *addr, uint32_t addr_len) {
   int n = fi_av_insert(ctx->av, addr, 1, &fa, 0, NULL);
   if (n != 1) return n < 0 ? n : -FI_EINVAL;
   return (int64_t)fa;
-}
-
-int32_t tf_av_remove(tf_ctx *ctx, int64_t fi_addr) {
-  fi_addr_t fa = (fi_addr_t)fi_addr;
-  return fi_av_remove(ctx->av, &fa, 1, 0);
 }
 
 tf_mr *tf_mr_register(tf_ctx *ctx, void *buf, uint64_t len, uint64_t requested_key, char *errbuf,
@@ -607,11 +597,4 @@ int32_t tf_poll(tf_ctx *ctx, tf_completion *out, uint32_t max) {
 int32_t tf_notify_fd(tf_ctx *ctx) {
   ctx->notify_rd_given = 1;
   return ctx->notify_rd;
-}
-
-uint32_t tf_ops_in_flight(tf_ctx *ctx) {
-  pthread_mutex_lock(&ctx->op_lock);
-  uint32_t n = ctx->ops_in_flight;
-  pthread_mutex_unlock(&ctx->op_lock);
-  return n;
 }

@@ -66,15 +66,13 @@ void tf_close(tf_ctx *ctx);
 const char *tf_provider_name(tf_ctx *ctx);
 /* The domain name actually in use, e.g. "lo". */
 const char *tf_domain_name(tf_ctx *ctx);
-/* Size in bytes of inject-able messages, and immediate data width in bytes. */
-uint64_t tf_inject_size(tf_ctx *ctx);
+/* Width in bytes of the immediate data the provider carries with a send or RMA write. */
 uint32_t tf_cq_data_size(tf_ctx *ctx);
 
 /* This endpoint's address (opaque bytes to give peers). Returns its length, or a negative error. */
 int32_t tf_local_address(tf_ctx *ctx, uint8_t *out, uint32_t out_len);
 /* Inserts a peer address; returns its fi_addr (>= 0) or a negative error. */
 int64_t tf_av_insert(tf_ctx *ctx, const uint8_t *addr, uint32_t addr_len);
-int32_t tf_av_remove(tf_ctx *ctx, int64_t fi_addr);
 
 /* Memory registration: once per buffer, reused for every operation on it. */
 tf_mr *tf_mr_register(tf_ctx *ctx, void *buf, uint64_t len, uint64_t requested_key, char *errbuf,
@@ -100,8 +98,6 @@ int32_t tf_poll(tf_ctx *ctx, tf_completion *out, uint32_t max);
 /* Read end of the wake-up pipe (non-blocking), for the JS event loop. Ownership passes to the
  * caller, who closes it (after tf_close). */
 int32_t tf_notify_fd(tf_ctx *ctx);
-/* Ops posted and not yet completed. */
-uint32_t tf_ops_in_flight(tf_ctx *ctx);
 /* Human-readable text of a (negative or positive) libfabric error code. */
 const char *tf_strerror(int32_t err);
 

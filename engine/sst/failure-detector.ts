@@ -53,10 +53,6 @@ export class FailureDetector {
     this.tick();
   }
 
-  isSuspected(rank: number): boolean {
-    return this.suspectedRanks[rank] === true;
-  }
-
   /** One round: beat, then judge every other member. Public so a simulator can drive it. */
   tick(): void {
     const sst = this.sst;

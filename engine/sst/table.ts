@@ -86,10 +86,6 @@ export class SharedStateTable {
     return this.members.length;
   }
 
-  rankOf(id: number): number {
-    return this.members.indexOf(id);
-  }
-
   /** Starts exchanging rows over a connected mesh (its peers must be this table's members). */
   attach(mesh: PeerMesh): void {
     assert(this.mesh === null, 'the table is attached once');
@@ -134,8 +130,11 @@ export class SharedStateTable {
   min(column: string, index = 0, ranks?: readonly number[]): number {
     const c = this.layout.column(column);
     let m = Infinity;
-    const rs = ranks ?? this.members.map((_, r) => r);
-    for (const r of rs) m = Math.min(m, this.read(this.stable, this.cell(r, c, index), c));
+    const n = ranks === undefined ? this.members.length : ranks.length;
+    for (let i = 0; i < n; i++) {
+      const r = ranks === undefined ? i : ranks[i]!;
+      m = Math.min(m, this.read(this.stable, this.cell(r, c, index), c));
+    }
     return m;
   }
 
@@ -170,22 +169,21 @@ export class SharedStateTable {
    */
   push(group?: string): void {
     if (this.closed || this.mesh === null) return;
-    const groups = group === undefined ? this.layout.groups.map((g) => g.index) : [this.layout.group(group).index];
-    for (const gi of groups) this.stamp(gi);
+    const ng = this.layout.groups.length;
+    const only = group === undefined ? -1 : this.layout.group(group).index;
+    if (only >= 0) this.stamp(only);
+    else for (let gi = 0; gi < ng; gi++) this.stamp(gi);
     for (const peer of this.mesh.peers.values()) {
       if (this.frozen[peer.rank]) continue;
-      if (group === undefined && groups.length > 1) this.sendWhole(peer.rank);
-      else for (const gi of groups) this.sendGroup(peer.rank, gi);
+      if (only >= 0) this.sendGroup(peer.rank, only);
+      else if (ng > 1) this.sendWhole(peer.rank);
+      else this.sendGroup(peer.rank, 0);
     }
   }
 
   /** Stops pushing to a member (it was suspected failed); its last row stays readable. */
   freeze(rank: number): void {
     this.frozen[rank] = 1;
-  }
-
-  isFrozen(rank: number): boolean {
-    return this.frozen[rank] === 1;
   }
 
   private stamp(gi: number): void {
@@ -238,10 +236,11 @@ export class SharedStateTable {
     const rank = Math.floor(tag / 256);
     const gi = tag % 256;
     const ng = this.layout.groups.length;
-    const done = gi === WHOLE_ROW ? [...Array(ng).keys()] : [gi];
-    for (const g of done) this.pushBusy[rank * ng + g] = 0;
+    const first = gi === WHOLE_ROW ? 0 : gi;
+    const end = gi === WHOLE_ROW ? ng : gi + 1;
+    for (let g = first; g < end; g++) this.pushBusy[rank * ng + g] = 0;
     if (this.closed || this.frozen[rank]) return;
-    for (const g of done) {
+    for (let g = first; g < end; g++) {
       if (this.pushDirty[rank * ng + g]) {
         this.pushDirty[rank * ng + g] = 0;
         this.sendGroup(rank, g);
@@ -253,11 +252,12 @@ export class SharedStateTable {
 
   private received(rank: number, gi: number): void {
     if (rank === this.myRank || rank >= this.members.length) return;
-    const groups = gi === WHOLE_ROW ? this.layout.groups : [this.layout.groups[gi]];
+    const ng = this.layout.groups.length;
+    if (gi !== WHOLE_ROW && gi >= ng) return;
+    const first = gi === WHOLE_ROW ? 0 : gi;
+    const end = gi === WHOLE_ROW ? ng : gi + 1;
     let changed = false;
-    for (const g of groups) {
-      if (g !== undefined && this.acceptGroup(rank, g.index)) changed = true;
-    }
+    for (let g = first; g < end; g++) if (this.acceptGroup(rank, g)) changed = true;
     if (changed) {
       this.rowUpdates++;
       this.scheduleEvaluation();

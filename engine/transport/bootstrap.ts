@@ -74,14 +74,14 @@ function isHello(v: unknown): v is Hello {
   );
 }
 
-/** Answers every hello with ours and reports whose hello arrived. */
+/** Answers every hello with ours. */
 export class BootstrapServer {
   private constructor(
     private readonly server: Server,
     readonly port: number,
   ) {}
 
-  static listen(self: BootstrapMember, hello: Hello, onHello: (h: Hello) => void, log: Logger): Promise<BootstrapServer> {
+  static listen(self: BootstrapMember, hello: Hello, log: Logger): Promise<BootstrapServer> {
     const server = createServer((sock) => {
       sock.setNoDelay(true);
       readFrame(sock, 5_000)
@@ -89,7 +89,6 @@ export class BootstrapServer {
           if (!isHello(v)) throw new Error('malformed hello');
           writeFrame(sock, hello);
           sock.end();
-          onHello(v);
         })
         .catch((err: Error) => {
           log.warn({ err: err.message, remote: sock.remoteAddress }, 'bootstrap connection dropped');

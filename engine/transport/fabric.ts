@@ -93,6 +93,9 @@ function toSafeNumber(v: number | bigint, what: string): number {
   return n;
 }
 
+/** Bytes of immediate data every protocol here relies on (verbs guarantees 4). */
+const IMMEDIATE_BYTES = 4;
+
 /** Immediate data: 8 bits of service id, 24 bits of that service's value. */
 export function immediate(service: number, value24: number): number {
   return ((service & 0xff) << 24 | (value24 & 0xffffff)) >>> 0;
@@ -119,10 +122,6 @@ export class Fabric {
   private backstop: NodeJS.Timeout | undefined;
   private releaseLoopWake: (() => void) | undefined;
   private draining = false;
-  /** Completions dispatched so far (for metrics and tests). */
-  completionsSeen = 0;
-  /** Wake-ups of the event loop (each drains a batch). */
-  wakeups = 0;
 
   private constructor(ctx: CtxHandle, opts: FabricOptions) {
     this.ctx = ctx;
@@ -131,10 +130,7 @@ export class Fabric {
     this.log = opts.log;
     const fd = this.lib.tf_notify_fd(ctx);
     this.notify = new Socket({ fd, readable: true, writable: false });
-    this.notify.on('data', () => {
-      this.wakeups++;
-      this.drain();
-    });
+    this.notify.on('data', () => this.drain());
     this.notify.on('error', (err) => this.log.error({ err }, 'completion pipe failed'));
   }
 
@@ -162,6 +158,14 @@ export class Fabric {
       );
     }
     const fabric = new Fabric(ctx, opts);
+    const immediateBytes = lib.tf_cq_data_size(ctx);
+    if (immediateBytes < IMMEDIATE_BYTES) {
+      fabric.close();
+      throw new TempestError(
+        'ERR_TRANSPORT_OPEN',
+        `libfabric provider "${opts.provider}" (${stack}) carries ${immediateBytes} bytes of immediate data; Tempest needs ${IMMEDIATE_BYTES}`,
+      );
+    }
     const wanted = opts.completion_mode ?? (process.env.TEMPEST_COMPLETIONS === 'thread' ? 'thread' : 'loop');
     if (wanted === 'loop' && lib.tf_attach_loop(ctx) === 0) {
       fabric.completionMode = 'loop';
@@ -201,10 +205,6 @@ export class Fabric {
     return r as PeerAddress;
   }
 
-  removePeer(peer: PeerAddress): void {
-    if (this.ctx !== null) this.lib.tf_av_remove(this.ctx, peer);
-  }
-
   /** Registers `buffer` once; every later operation on it reuses the registration. */
   register(buffer: Buffer): MemoryRegion {
     const errbuf = Buffer.alloc(256);
@@ -222,11 +222,6 @@ export class Fabric {
     );
     this.regions.add(region);
     return region;
-  }
-
-  deregister(region: MemoryRegion): void {
-    if (!this.regions.delete(region)) return;
-    this.lib.tf_mr_close(region.handle);
   }
 
   /** Adds a completion handler; its id goes with every operation it posts. */
@@ -315,13 +310,8 @@ export class Fabric {
     return this.check(rc, 'fi_write');
   }
 
-  opsInFlight(): number {
-    return this.ctx === null ? 0 : this.lib.tf_ops_in_flight(this.ctx);
-  }
-
   /** Called by the native side, on the main thread, inside libuv's poll callback (loop mode). */
   private wakeFromLoop(): void {
-    this.wakeups++;
     try {
       this.drain();
     } catch (err) {
@@ -342,7 +332,6 @@ export class Fabric {
         if (this.ctx === null) break;
         const n = this.lib.tf_poll(this.ctx, c, POLL_BATCH);
         for (let i = 0; i < n; i++) this.dispatch(i * COMPLETION_SIZE_BYTES);
-        this.completionsSeen += n;
         if (n < POLL_BATCH) break;
       }
     } finally {

@@ -72,7 +72,6 @@ export class Messenger {
   private readonly sendTimeout_ms: number;
   private readonly maxWaiting: number;
   private onMessage: MessageHandler = () => {};
-  private onPeerFailed: (id: number, err: Error) => void = () => {};
   private creditTimer: NodeJS.Timeout | undefined;
   private readonly creditDelay_ms: number;
   private closed = false;
@@ -130,25 +129,10 @@ export class Messenger {
     this.onMessage = onMessage;
   }
 
-  /** Called when a peer is found unreachable (error completions); its sends then fail at once. */
-  onFailure(fn: (id: number, err: Error) => void): void {
-    this.onPeerFailed = fn;
-  }
-
-  get maxMessageBytes(): number {
-    return this.slotSize;
-  }
-
   private state(id: number): PeerState {
     const st = this.byId.get(id);
     if (st === undefined) throw new TempestError('ERR_TRANSPORT_NO_PEER', `member ${id} is not a peer of this mesh`);
     return st;
-  }
-
-  /** True when a message to `id` would be accepted now. */
-  writable(id: number): boolean {
-    const st = this.state(id);
-    return st.failed === null && st.credits > 0 && st.freeStaging.length > 0;
   }
 
   /**
@@ -220,13 +204,13 @@ export class Messenger {
     });
   }
 
+  /** Wakes as many waiting senders as messages can go now; each takes its slot when it runs. */
   private wakeWaiters(st: PeerState): void {
-    while (st.waiters.length > 0 && st.credits > 0 && st.freeStaging.length > 0) {
+    let room = Math.min(st.credits, st.freeStaging.length);
+    while (room-- > 0 && st.waiters.length > 0) {
       const w = st.waiters.shift()!;
       clearTimeout(w.timer);
       w.resolve();
-      // The woken sender takes its slot in a later microtask; wake one per free slot.
-      if (st.waiters.length > 0 && (st.credits <= 1 || st.freeStaging.length <= 1)) break;
     }
   }
 
@@ -349,7 +333,6 @@ export class Messenger {
       clearTimeout(w.timer);
       w.reject(err);
     }
-    this.onPeerFailed(st.peer.id, err);
   }
 
   private maybeReturnCredit(st: PeerState): void {

@@ -81,7 +81,7 @@ export class PeerMesh {
     for (const [name, r] of Object.entries(opts.regions)) regions[name] = r.descriptor();
     const hello: Hello = { id: self.id, provider: fabric.provider, address: fabric.address().toString('base64'), regions };
 
-    const server = await BootstrapServer.listen(self, hello, () => {}, log);
+    const server = await BootstrapServer.listen(self, hello, log);
     const mesh = new PeerMesh(fabric, self, members, server, scratch);
     try {
       const deadline = Date.now() + opts.timeout_ms;
