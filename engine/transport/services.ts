@@ -9,6 +9,10 @@ export const Service = {
   MessengerCredit: 2,
   /** Shared state table row pushes. */
   Sst: 3,
+  /** Small-message multicast records (engine/multicast/smc.ts). */
+  Smc: 4,
+  /** Large-message multicast blocks (engine/multicast/rdmc.ts). */
+  Rdmc: 5,
   /** 128..255 are left to applications and tests. */
   FirstApplication: 128,
 } as const;

@@ -1,0 +1,276 @@
+/**
+ * SMC, the small-message multicast (DESIGN §5): every member keeps one ring per sender in a
+ * registered region; a sender writes its records into its own ring and RMA-writes the same bytes
+ * into the same place in every receiver's ring. A run of consecutive records goes as one write
+ * whose immediate data names the sender and the last record's number (mod 2^16), which wakes the
+ * receiver. The endpoint orders writes after writes (FI_ORDER_WAW), so when a write's completion
+ * arrives every earlier record of that sender has landed too, whatever order completions come in.
+ *
+ * This file moves bytes only; which k a record gets, when a sender may write and when a record
+ * may be overwritten are decided by the ordering core (window) and the group.
+ */
+import { assert } from '../util/assert.js';
+import type { Logger } from '../util/log.js';
+import { type CompletionHandler, type Fabric, immediate, type MemoryRegion } from '../transport/fabric.js';
+import type { Peer, PeerMesh } from '../transport/peer-mesh.js';
+import { RECORD_HEADER_BYTES, type RecordKind, type RingLayout, RingSpace } from './smc-ring.js';
+
+/** Writes in flight to one receiver; more records wait and go together in the next write. */
+const MAX_WRITES_IN_FLIGHT = 2;
+/** Largest single write, so one receiver is not starved while a long run goes to another. */
+const MAX_BATCH_BYTES = 256 * 1024;
+const SEQ_MASK = 0xffff;
+
+export interface SmcOptions {
+  fabric: Fabric;
+  mesh: PeerMesh;
+  /** Our registered copy of every sender's ring (S rings of layout.ringBytes). */
+  region: MemoryRegion;
+  /** Name of the region in peers' hellos. */
+  regionName: string;
+  layout: RingLayout;
+  senderCount: number;
+  /** Our sender index, or -1. */
+  mySender: number;
+  /** Member ranks that receive (every member but us). */
+  targets: readonly number[];
+  /** Remote-write service id of this channel. */
+  service: number;
+  /** Records of sender s up to `landed` (a count) are now readable here. */
+  onLanded: (s: number, landed: number) => void;
+  log: Logger;
+}
+
+interface Target {
+  peer: Peer;
+  /** Next record number to write to this target. */
+  postedK: number;
+  inFlight: number;
+  failed: boolean;
+}
+
+export class SmcChannel {
+  readonly layout: RingLayout;
+  private readonly fabric: Fabric;
+  private readonly region: MemoryRegion;
+  private readonly regionName: string;
+  private readonly S: number;
+  private readonly mySender: number;
+  private readonly service: number;
+  private readonly window: number;
+  private readonly handlerId: number;
+  private readonly targets: Target[] = [];
+  private readonly targetByRank: (Target | undefined)[] = [];
+  private readonly onLanded: SmcOptions['onLanded'];
+  private readonly log: Logger;
+  /** Our own ring's live records (sender side). */
+  private readonly space: RingSpace;
+  /** Records we have committed. */
+  private committed = 0;
+  /** Offset reserve() handed out and commit() will use; -1 when none. */
+  private reservedAt = -1;
+  /** Per sender s, for records landed here and not yet released: offset, payload length, kind. */
+  private readonly recOffset: Float64Array;
+  private readonly recLength: Float64Array;
+  private readonly recKind: Uint8Array;
+  /** Per sender: records parsed so far and where the next one starts. */
+  private readonly landed: Float64Array;
+  private readonly readOffset: Float64Array;
+  private pumpScheduled = false;
+  private closed = false;
+  /** RMA writes posted (for tests and metrics). */
+  writesPosted = 0;
+
+  constructor(opts: SmcOptions) {
+    this.fabric = opts.fabric;
+    this.region = opts.region;
+    this.regionName = opts.regionName;
+    this.layout = opts.layout;
+    this.S = opts.senderCount;
+    this.mySender = opts.mySender;
+    this.service = opts.service;
+    this.window = opts.layout.window;
+    this.onLanded = opts.onLanded;
+    this.log = opts.log;
+    assert(this.region.length >= this.S * this.layout.ringBytes, 'the region holds every ring');
+    this.space = new RingSpace(this.layout, this.window);
+    this.recOffset = new Float64Array(this.S * this.window);
+    this.recLength = new Float64Array(this.S * this.window);
+    this.recKind = new Uint8Array(this.S * this.window);
+    this.landed = new Float64Array(this.S);
+    this.readOffset = new Float64Array(this.S);
+    for (const rank of opts.targets) {
+      const peer = opts.mesh.peerByRank(rank);
+      assert(peer !== undefined, `SMC target rank ${rank} is a peer`);
+      const remote = peer.regions[this.regionName];
+      assert(remote !== undefined && remote.length === this.region.length, `member ${peer.id} has an SMC region like ours`);
+      const t: Target = { peer, postedK: 0, inFlight: 0, failed: false };
+      this.targets.push(t);
+      this.targetByRank[rank] = t;
+    }
+    const handler: CompletionHandler = {
+      onCompletion: (_kind, tag) => this.written(tag),
+      onError: (_kind, tag, err, message) => {
+        const t = this.targetByRank[tag];
+        if (t && !t.failed) {
+          t.failed = true;
+          this.log.warn({ member: t.peer.id, err, message }, 'SMC write failed; no more records go to this member');
+        }
+      },
+    };
+    this.handlerId = this.fabric.addHandler(handler);
+    this.fabric.onRemoteWrite(this.service, (value) => this.arrived(value));
+  }
+
+  private ringBase(s: number): number {
+    return s * this.layout.ringBytes;
+  }
+
+  // ---- sender side ---------------------------------------------------------------------------
+
+  /**
+   * A view of the next record's payload area in our ring, to fill in place; null when the ring
+   * has no room yet (records not yet delivered everywhere).
+   */
+  reserve(payloadBytes: number): Buffer | null {
+    assert(this.mySender >= 0, 'only senders reserve');
+    assert(this.reservedAt < 0, 'one reservation at a time');
+    assert(payloadBytes <= this.layout.maxPayloadBytes, 'payload within the SMC limit');
+    const at = this.space.fit(this.layout.recordBytes(payloadBytes));
+    if (at < 0) return null;
+    this.reservedAt = at;
+    const start = this.ringBase(this.mySender) + at + RECORD_HEADER_BYTES;
+    return this.region.buffer.subarray(start, start + payloadBytes);
+  }
+
+  /** Seals the reserved record as message k and sends it to every target. */
+  commit(k: number, kind: RecordKind, payloadBytes: number): void {
+    assert(this.reservedAt >= 0, 'commit follows reserve');
+    assert(k === this.committed, 'records are committed in order');
+    const at = this.reservedAt;
+    this.reservedAt = -1;
+    const buf = this.region.buffer;
+    const h = this.ringBase(this.mySender) + at;
+    buf.writeUInt32LE(payloadBytes, h);
+    buf[h + 4] = kind;
+    buf.writeDoubleLE(k, h + 8);
+    this.space.append(k, at, this.layout.recordBytes(payloadBytes));
+    const slot = this.mySender * this.window + (k % this.window);
+    this.recOffset[slot] = at;
+    this.recLength[slot] = payloadBytes;
+    this.recKind[slot] = kind;
+    this.committed++;
+    this.schedulePump();
+  }
+
+  /** Abandons an open reservation (nothing was sent). */
+  cancelReservation(): void {
+    this.reservedAt = -1;
+  }
+
+  /** Our records below k are delivered everywhere: their bytes may be reused. */
+  freeBelow(k: number): void {
+    this.space.freeBelow(k);
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    // After the current batch of work: records committed meanwhile go in the same write.
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.closed) return;
+    for (const t of this.targets) this.postTo(t);
+  }
+
+  private postTo(t: Target): void {
+    const base = this.ringBase(this.mySender);
+    while (!t.failed && t.inFlight < MAX_WRITES_IN_FLIGHT && t.postedK < this.committed) {
+      const k0 = t.postedK;
+      const start = this.space.offsetOf(k0);
+      let end = start + this.space.sizeOf(k0);
+      let k = k0 + 1;
+      while (k < this.committed && this.space.offsetOf(k) === end && end - start + this.space.sizeOf(k) <= MAX_BATCH_BYTES) {
+        end += this.space.sizeOf(k);
+        k++;
+      }
+      const remote = t.peer.regions[this.regionName]!;
+      const imm = immediate(this.service, (this.mySender << 16) | ((k - 1) & SEQ_MASK));
+      if (!this.fabric.write(t.peer.address, this.region, base + start, end - start, remote, base + start, this.handlerId, t.peer.rank, imm)) {
+        this.fabric.whenCapacity(() => this.postTo(t));
+        return;
+      }
+      this.writesPosted++;
+      t.postedK = k;
+      t.inFlight++;
+    }
+  }
+
+  private written(rank: number): void {
+    const t = this.targetByRank[rank];
+    if (t === undefined) return;
+    t.inFlight--;
+    this.postTo(t);
+  }
+
+  // ---- receiver side -------------------------------------------------------------------------
+
+  private arrived(value24: number): void {
+    const s = (value24 >>> 16) & 0xff;
+    if (s >= this.S || s === this.mySender || this.closed) return;
+    const landed = this.landed[s]!;
+    const ahead = ((value24 & SEQ_MASK) - landed) & SEQ_MASK;
+    // A write whose records we already parsed (its completion overtaken by a later one's).
+    if (ahead >= 0x8000) return;
+    assert(ahead < this.window, `sender ${s} wrote record ${landed + ahead} beyond the window`);
+    const buf = this.region.buffer;
+    const base = this.ringBase(s);
+    let off = this.readOffset[s]!;
+    for (let k = landed; k <= landed + ahead; k++) {
+      const at = this.layout.place(off);
+      const h = base + at;
+      const len = buf.readUInt32LE(h);
+      const kind = buf[h + 4]!;
+      assert(buf.readDoubleLE(h + 8) === k && len <= this.layout.maxPayloadBytes, `record ${k} of sender ${s} is where the ring says`);
+      const slot = s * this.window + (k % this.window);
+      this.recOffset[slot] = at;
+      this.recLength[slot] = len;
+      this.recKind[slot] = kind;
+      off = at + this.layout.recordBytes(len);
+    }
+    this.readOffset[s] = off;
+    this.landed[s] = landed + ahead + 1;
+    this.onLanded(s, landed + ahead + 1);
+  }
+
+  /** Records of sender s readable here (for our own: committed). */
+  landedCount(s: number): number {
+    return s === this.mySender ? this.committed : this.landed[s]!;
+  }
+
+  kind(s: number, k: number): RecordKind {
+    return this.recKind[s * this.window + (k % this.window)]! as RecordKind;
+  }
+
+  /** The payload of record k of sender s, as a view of the ring (valid until it is delivered). */
+  payload(s: number, k: number): Buffer {
+    const slot = s * this.window + (k % this.window);
+    const start = this.ringBase(s) + this.recOffset[slot]! + RECORD_HEADER_BYTES;
+    return this.region.buffer.subarray(start, start + this.recLength[slot]!);
+  }
+
+  /** The size an RDMC descriptor record announces. */
+  rdmcSize(s: number, k: number): number {
+    const slot = s * this.window + (k % this.window);
+    return this.region.buffer.readDoubleLE(this.ringBase(s) + this.recOffset[slot]! + RECORD_HEADER_BYTES);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}
