@@ -14,7 +14,7 @@
 import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { ColumnSpec } from '../sst/layout.js';
+import type { ColumnLayout, ColumnSpec } from '../sst/layout.js';
 import type { PredicateHandle } from '../sst/predicates.js';
 import type { Member } from '../member.js';
 import { Service } from '../transport/services.js';
@@ -126,6 +126,8 @@ export class MulticastGroup {
   private readonly rdmc: RdmcChannel;
   private readonly buffers: RdmcBufferSupplier;
   private readonly names: ReturnType<typeof columnNames>;
+  private readonly receivedColumn: ColumnLayout;
+  private readonly deliveredColumn: ColumnLayout;
   private readonly S: number;
   private readonly W: number;
   private readonly mySender: number;
@@ -166,6 +168,8 @@ export class MulticastGroup {
     this.member = member;
     this.log = opts.log;
     this.names = columnNames(opts.name);
+    this.receivedColumn = member.sst.column(this.names.received);
+    this.deliveredColumn = member.sst.column(this.names.delivered);
     this.memberIds = member.mesh.members.map((m) => m.id);
     this.senderIds = [...opts.senders];
     const senderRanks = opts.senders.map((id) => {
@@ -383,8 +387,8 @@ export class MulticastGroup {
     for (let r = 0; r < this.core.members; r++) {
       if (r === me) continue;
       for (let s = 0; s < this.S; s++) {
-        this.core.peerReceived(r, s, sst.get(r, this.names.received, s));
-        this.core.peerDelivered(r, s, sst.get(r, this.names.delivered, s));
+        this.core.peerReceived(r, s, sst.get(r, this.receivedColumn, s));
+        this.core.peerDelivered(r, s, sst.get(r, this.deliveredColumn, s));
       }
     }
   }
@@ -494,12 +498,12 @@ export class MulticastGroup {
       const dlv = this.core.deliveredAt(me, s);
       if (this.published[s] !== rcv) {
         this.published[s] = rcv;
-        sst.set(this.names.received, rcv, s);
+        sst.set(this.receivedColumn, rcv, s);
         changed = true;
       }
       if (this.published[this.S + s] !== dlv) {
         this.published[this.S + s] = dlv;
-        sst.set(this.names.delivered, dlv, s);
+        sst.set(this.deliveredColumn, dlv, s);
         changed = true;
       }
     }

@@ -15,6 +15,7 @@ import { assert } from '../util/assert.js';
 import type { Logger } from '../util/log.js';
 import { type CompletionHandler, type Fabric, immediate, type RemoteRegion } from '../transport/fabric.js';
 import type { Peer, PeerMesh } from '../transport/peer-mesh.js';
+import type { ColumnLayout } from '../sst/layout.js';
 import type { SharedStateTable } from '../sst/table.js';
 import type { RdmcBuffer } from './buffer-pool.js';
 import { type NodeSchedule, type RdmcAlgorithm, rdmcSchedule } from './rdmc-schedule.js';
@@ -72,6 +73,9 @@ export class RdmcChannel {
   private readonly fabric: Fabric;
   private readonly sst: SharedStateTable;
   private readonly cols: RdmcColumns;
+  private readonly readyColumn: ColumnLayout;
+  private readonly baseColumn: ColumnLayout;
+  private readonly keyColumn: ColumnLayout;
   private readonly S: number;
   private readonly myRank: number;
   private readonly mySender: number;
@@ -99,6 +103,9 @@ export class RdmcChannel {
     this.fabric = opts.fabric;
     this.sst = opts.sst;
     this.cols = opts.columns;
+    this.readyColumn = opts.sst.column(opts.columns.ready);
+    this.baseColumn = opts.sst.column(opts.columns.base);
+    this.keyColumn = opts.sst.column(opts.columns.key);
     this.S = opts.senders.length;
     this.myRank = opts.myRank;
     this.mySender = opts.senders.indexOf(opts.myRank);
@@ -176,9 +183,9 @@ export class RdmcChannel {
     assert(buffer.size_bytes >= size_bytes, 'the buffer holds the message');
     const t = this.transfers[s]!;
     this.begin(t, s, k, buffer, size_bytes);
-    this.sst.set(this.cols.base, buffer.region.remoteBase + buffer.offset, s);
-    this.sst.set(this.cols.key, buffer.region.key, s);
-    this.sst.set(this.cols.ready, k + 1, s);
+    this.sst.set(this.baseColumn, buffer.region.remoteBase + buffer.offset, s);
+    this.sst.set(this.keyColumn, buffer.region.key, s);
+    this.sst.set(this.readyColumn, k + 1, s);
     this.sst.push(this.cols.group);
   }
 
@@ -208,10 +215,10 @@ export class RdmcChannel {
       const b = sch.sendBlock[t.cursor]!;
       if (!t.isSender && t.have[b] === 0) return;
       const rank = this.rankAt[s]![sch.sendTarget[t.cursor]!]!;
-      if (this.sst.get(rank, this.cols.ready, s) !== t.k + 1) return;
+      if (this.sst.get(rank, this.readyColumn, s) !== t.k + 1) return;
       const remote = this.remotes[rank * this.S + s]!;
-      remote.base = this.sst.get(rank, this.cols.base, s);
-      remote.key = this.sst.get(rank, this.cols.key, s);
+      remote.base = this.sst.get(rank, this.baseColumn, s);
+      remote.key = this.sst.get(rank, this.keyColumn, s);
       remote.length = t.size_bytes;
       const off = b * this.blockSize;
       const len = Math.min(this.blockSize, t.size_bytes - off);

@@ -120,9 +120,14 @@ export class SharedStateTable {
     return buf.readUInt32LE(at) + buf.readInt32LE(at + 4) * 2 ** 32;
   }
 
+  /** A column's layout, to pass to get/set instead of its name on hot paths (no lookup). */
+  column(name: string): ColumnLayout {
+    return this.layout.column(name);
+  }
+
   /** The value of `column[index]` in the row of the member at `rank` (validated copy). */
-  get(rank: number, column: string, index = 0): number {
-    const c = this.layout.column(column);
+  get(rank: number, column: string | ColumnLayout, index = 0): number {
+    const c = typeof column === 'string' ? this.layout.column(column) : column;
     return this.read(this.stable, this.cell(rank, c, index), c);
   }
 
@@ -141,11 +146,11 @@ export class SharedStateTable {
   // ---- writing our own row -----------------------------------------------------------------
 
   /** Sets `column[index]` in our own row; it reaches peers with the next push. */
-  set(column: string, value: number, index = 0): void {
-    const c = this.layout.column(column);
+  set(column: string | ColumnLayout, value: number, index = 0): void {
+    const c = typeof column === 'string' ? this.layout.column(column) : column;
     const at = this.cell(this.myRank, c, index);
     if (c.type === 'u8') {
-      assert(Number.isInteger(value) && value >= 0 && value < 256, `u8 column ${column} takes 0..255`);
+      assert(Number.isInteger(value) && value >= 0 && value < 256, `u8 column ${c.name} takes 0..255`);
       this.stable[at] = value;
     } else {
       assert(Number.isSafeInteger(value), `i64 column ${column} takes safe integers`);
