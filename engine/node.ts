@@ -36,7 +36,7 @@ export async function startNode(cfg: TempestConfig, log: Logger): Promise<NodeHa
     describe: () =>
       `Tempest member ${d.local_id}: libfabric ${member.fabric.provider} on ${member.fabric.domain} at ${d.local_ip}:${d.sst_port}, ` +
       `bootstrap on ${d.local_ip}:${d.gms_port}, shared state table with a ${d.heartbeat_ms} ms heartbeat. ` +
-      `This is the foundation layer; ordered multicast, membership, storage, HTTP and FUSE come next.`,
+      `Ordered multicast (engine/multicast) is built but needs membership to join the other replicas; membership, storage, HTTP and FUSE come next.`,
     close: () => (closing ??= member.close()),
   };
 }

@@ -61,6 +61,8 @@ export interface MulticastPlan {
 }
 
 const MAX_BLOCKS = 65536;
+/** Longest a change in our delivered counters waits to ride along with another push. */
+const DELIVERED_PUSH_DELAY_MS = 1;
 
 function columnNames(name: string) {
   return {
@@ -143,8 +145,12 @@ export class MulticastGroup {
   private readonly bodyHere: Uint8Array;
   /** Per sender: a buffer is being waited for (pool exhausted). */
   private readonly awaitingBuffer: Uint8Array;
-  /** Values of our row last written to the table. */
+  /** Values of our row last written to the table: received, then delivered, per sender. */
   private readonly published: Float64Array;
+  /** Delivered counts as of our last push, the timer of a deferred push, and when not to defer. */
+  private readonly deliveredPushed: Float64Array;
+  private deliveredTimer: NodeJS.Timeout | undefined;
+  private readonly urgentDelivered: number;
   /**
    * Our own large messages delivered here whose buffers are still being read by our RDMC sends
    * (raw mode delivers our own message at once): released once every member has received them.
@@ -191,6 +197,8 @@ export class MulticastGroup {
     this.bodyHere = new Uint8Array(this.S * this.W);
     this.awaitingBuffer = new Uint8Array(this.S);
     this.published = new Float64Array(2 * this.S).fill(-1);
+    this.deliveredPushed = new Float64Array(this.S);
+    this.urgentDelivered = Math.max(1, Math.floor(this.W / 4));
     this.buffers = opts.buffers ?? new SlabBufferPool(member.fabric, this.senderIds, 2, opts.max_payload_size);
     const services = opts.services ?? { smc: Service.Smc, rdmc: Service.Rdmc };
     const region = member.regions[this.names.region];
@@ -269,7 +277,7 @@ export class MulticastGroup {
   trySend(payload: Buffer): number {
     this.checkSend(payload.length);
     if (this.queue.length > 0 || this.reservation !== null) return -1;
-    const view = this.tryReserve(payload.length);
+    const view = this.reserveNow(payload.length);
     if (view === null) return -1;
     payload.copy(view);
     return this.commit();
@@ -309,8 +317,18 @@ export class MulticastGroup {
     });
   }
 
+  /**
+   * Zero-copy send without waiting: a view of `size_bytes` to fill in place, then commit(); null
+   * when there is no room now (or sends are queued, which go first).
+   */
+  tryReserve(size_bytes: number): Buffer | null {
+    this.checkSend(size_bytes);
+    if (this.queue.length > 0 || this.reservation !== null) return null;
+    return this.reserveNow(size_bytes);
+  }
+
   /** Room for one message of `size_bytes` now: a view to fill, with the reservation open. */
-  private tryReserve(size_bytes: number): Buffer | null {
+  private reserveNow(size_bytes: number): Buffer | null {
     if (!this.core.canSend()) return null;
     const large = size_bytes > this.maxSmc;
     const view = this.smc.reserve(large ? RDMC_DESCRIPTOR_BYTES : size_bytes);
@@ -464,7 +482,7 @@ export class MulticastGroup {
   private serveQueue(): void {
     while (this.queue.length > 0 && this.reservation === null) {
       const q = this.queue[0]!;
-      const view = this.tryReserve(q.size_bytes);
+      const view = this.reserveNow(q.size_bytes);
       if (view === null) return;
       this.queue.shift();
       clearTimeout(q.timer);
@@ -488,32 +506,57 @@ export class MulticastGroup {
     }
   }
 
-  /** Writes our counters into our row and pushes it when they changed. */
+  /**
+   * Writes our counters into our row and pushes it. A change in what we received is pushed at
+   * once (stability, hence every member's delivery, waits on it). A change in what we delivered
+   * only frees senders' window slots, so it rides along with the next push, or goes on its own
+   * after DELIVERED_PUSH_DELAY_MS or once a quarter window has been delivered: at light load
+   * that halves the table pushes without holding back a sender whose window is filling.
+   */
   private publish(): void {
     const sst = this.member.sst;
     const me = this.core.myRank;
-    let changed = false;
+    let received = false;
+    let deliveredUrgent = false;
+    let delivered = false;
     for (let s = 0; s < this.S; s++) {
       const rcv = this.core.receivedAt(me, s);
       const dlv = this.core.deliveredAt(me, s);
       if (this.published[s] !== rcv) {
         this.published[s] = rcv;
         sst.set(this.receivedColumn, rcv, s);
-        changed = true;
+        received = true;
       }
       if (this.published[this.S + s] !== dlv) {
         this.published[this.S + s] = dlv;
         sst.set(this.deliveredColumn, dlv, s);
-        changed = true;
+        delivered = true;
       }
+      if (dlv - this.deliveredPushed[s]! >= this.urgentDelivered) deliveredUrgent = true;
     }
-    if (changed) sst.push(this.names.progressGroup);
+    if (received || deliveredUrgent) this.pushProgress();
+    else if (delivered && this.deliveredTimer === undefined) {
+      this.deliveredTimer = setTimeout(() => {
+        this.deliveredTimer = undefined;
+        if (!this.closed) this.pushProgress();
+      }, DELIVERED_PUSH_DELAY_MS);
+    }
+  }
+
+  private pushProgress(): void {
+    if (this.deliveredTimer !== undefined) {
+      clearTimeout(this.deliveredTimer);
+      this.deliveredTimer = undefined;
+    }
+    for (let s = 0; s < this.S; s++) this.deliveredPushed[s] = this.published[this.S + s]!;
+    this.member.sst.push(this.names.progressGroup);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.predicate.remove();
+    if (this.deliveredTimer !== undefined) clearTimeout(this.deliveredTimer);
     this.smc.close();
     this.rdmc.close();
     for (const q of this.queue.splice(0)) {
