@@ -24,31 +24,16 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Member } from '../../engine/member.js';
+import { Member, type MemberAddress, type MemberOptions } from '../../engine/member.js';
 import { MulticastGroup, multicastPlan, type MulticastSettings } from '../../engine/multicast/group.js';
 import { layerLogger } from '../../engine/util/log.js';
 
-interface Address {
-  id: number;
-  ip: string;
-  port: number;
-  fabric_port: number;
-}
-
 interface Args {
   set: string;
-  self: Address;
-  members: Address[];
+  self: MemberAddress;
+  members: MemberAddress[];
   settings: MulticastSettings;
-  member: {
-    provider: string;
-    domain: string;
-    tx_depth: number;
-    rx_depth: number;
-    heartbeat_ms: number;
-    timeout_ms: number;
-    messenger: { slot_size_bytes: number; slots_per_peer: number; send_timeout_ms: number };
-  };
+  member: Pick<MemberOptions, 'provider' | 'domain' | 'tx_depth' | 'rx_depth' | 'heartbeat_ms' | 'timeout_ms' | 'messenger'>;
 }
 
 interface LoadCmd {

@@ -14,6 +14,7 @@
  */
 import { OrderingCore, type DeliveryMode, type OrderingOptions } from '../../engine/multicast/ordering.js';
 import { AssertionFailed } from '../../engine/util/assert.js';
+import { prng as mulberry32 } from '../../scripts/lib/prng.js';
 
 /** A run that is still busy after this many events has a livelock. */
 export const MAX_EVENTS = 2_000_000;
@@ -69,17 +70,6 @@ export function replayCommand(seed: number): string {
 
 // ---- deterministic randomness ------------------------------------------------------------------
 
-/** mulberry32: a tiny 32-bit PRNG; the seed is all the state there is. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;
