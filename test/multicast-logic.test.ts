@@ -92,7 +92,7 @@ test('a one-member group delivers small and large messages in order, and refuses
     regionSizes: plan.regionSizes,
     messenger: { slot_size_bytes: 1024, slots_per_peer: 4, send_timeout_ms: 1000 },
   });
-  const group = new MulticastGroup({ ...SETTINGS, member, send_timeout_ms: 2000, log: layerLogger('multicast') });
+  const group = await MulticastGroup.start({ ...SETTINGS, member, send_timeout_ms: 2000, log: layerLogger('multicast') });
   t.teardown(async () => {
     group.close();
     await member.close();

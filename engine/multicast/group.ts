@@ -71,7 +71,26 @@ function columnNames(name: string) {
     progressGroup: `${name}.progress`,
     rdmc: { ready: `${name}.rdmc_ready`, base: `${name}.rdmc_base`, key: `${name}.rdmc_key`, group: `${name}.rdmc` },
     region: `${name}.smc`,
+    settings: `${name}.settings`,
   };
+}
+
+/** Settings every member of a group must share, in the order of the settings column. */
+const SHARED_SETTINGS = ['mode', 'senders', 'max_payload_size', 'max_smc_payload_size', 'block_size', 'window_size', 'rdmc_send_algorithm'] as const;
+
+/** The shared settings as table values (never 0, so 0 means "not published yet"). */
+function settingsValues(s: MulticastSettings): number[] {
+  let senders = 1;
+  for (const id of s.senders) senders = (senders * 1031 + id + 1) % 2 ** 48;
+  return [
+    s.mode === 'ordered' ? 1 : 2,
+    senders + 1,
+    s.max_payload_size,
+    s.max_smc_payload_size,
+    s.block_size,
+    s.window_size,
+    RDMC_ALGORITHMS.indexOf(s.rdmc_send_algorithm as RdmcAlgorithm) + 1,
+  ];
 }
 
 /** Checks the settings and says what the group needs from its member. */
@@ -100,6 +119,7 @@ export function multicastPlan(s: MulticastSettings): MulticastPlan {
       { name: names.rdmc.ready, type: 'i64', count: S, group: names.rdmc.group },
       { name: names.rdmc.base, type: 'i64', count: S, group: names.rdmc.group },
       { name: names.rdmc.key, type: 'i64', count: S, group: names.rdmc.group },
+      { name: names.settings, type: 'i64', count: SHARED_SETTINGS.length, group: names.settings },
     ],
     regionSizes: { [names.region]: S * layout.ringBytes },
   };
@@ -120,6 +140,7 @@ interface OpenReservation {
 }
 
 export class MulticastGroup {
+  readonly name: string;
   readonly core: OrderingCore;
   readonly senderIds: readonly number[];
   readonly memberIds: readonly number[];
@@ -163,6 +184,7 @@ export class MulticastGroup {
   private pumping = false;
   private tableChanged = true;
   private readonly predicate: PredicateHandle;
+  private readonly settingsValues: number[];
   private closed = false;
   /** Messages delivered here (nulls excluded), and nulls sent by us. */
   deliveredMessages = 0;
@@ -173,6 +195,7 @@ export class MulticastGroup {
     const member = opts.member;
     this.member = member;
     this.log = opts.log;
+    this.name = opts.name;
     this.names = columnNames(opts.name);
     this.receivedColumn = member.sst.column(this.names.received);
     this.deliveredColumn = member.sst.column(this.names.delivered);
@@ -248,7 +271,62 @@ export class MulticastGroup {
         this.schedule();
       },
     });
+    const values = settingsValues(opts);
+    this.settingsValues = values;
+    values.forEach((v, i) => member.sst.set(this.names.settings, v, i));
+    member.sst.push(this.names.settings);
     this.schedule();
+  }
+
+  /**
+   * Creates the group and waits (bounded) until every member has published the same shared
+   * settings: a member started with, say, another block_size would misread every RDMC message.
+   */
+  static async start(opts: MulticastOptions & { start_timeout_ms?: number }): Promise<MulticastGroup> {
+    const group = new MulticastGroup(opts);
+    try {
+      await group.agreeOnSettings(opts.start_timeout_ms ?? 30_000);
+      return group;
+    } catch (err) {
+      group.close();
+      throw err;
+    }
+  }
+
+  private agreeOnSettings(timeout_ms: number): Promise<void> {
+    const sst = this.member.sst;
+    const column = sst.column(this.names.settings);
+    const me = this.core.myRank;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        handle.remove();
+        const missing = this.memberIds.filter((_, r) => sst.get(r, column, 0) === 0);
+        reject(new TempestError('ERR_MULTICAST_START_TIMEOUT', `member(s) ${missing.join(', ')} did not start group "${this.name}" within ${timeout_ms} ms`));
+      }, timeout_ms);
+      const handle = sst.predicate({
+        name: 'multicast settings published',
+        kind: 'once',
+        test: (t) => this.memberIds.every((_, r) => t.get(r, column, 0) !== 0),
+        trigger: (t) => {
+          clearTimeout(timer);
+          for (let r = 0; r < this.memberIds.length; r++) {
+            if (r === me) continue;
+            for (let i = 0; i < SHARED_SETTINGS.length; i++) {
+              if (t.get(r, column, i) !== this.settingsValues[i]) {
+                reject(
+                  new TempestError(
+                    'ERR_MULTICAST_CONFIG_MISMATCH',
+                    `member ${this.memberIds[r]} runs this group with a different ${SHARED_SETTINGS[i]} than member ${this.memberIds[me]}: every member must use the same settings`,
+                  ),
+                );
+                return;
+              }
+            }
+          }
+          resolve();
+        },
+      });
+    });
   }
 
   /** Sets the delivery upcall (one per group). */

@@ -10,6 +10,7 @@
  * may be overwritten are decided by the ordering core (window) and the group.
  */
 import { assert } from '../util/assert.js';
+import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type CompletionHandler, type Fabric, immediate, type MemoryRegion } from '../transport/fabric.js';
 import type { Peer, PeerMesh } from '../transport/peer-mesh.js';
@@ -103,7 +104,12 @@ export class SmcChannel {
       const peer = opts.mesh.peerByRank(rank);
       assert(peer !== undefined, `SMC target rank ${rank} is a peer`);
       const remote = peer.regions[this.regionName];
-      assert(remote !== undefined && remote.length === this.region.length, `member ${peer.id} has an SMC region like ours`);
+      if (remote === undefined || remote.length !== this.region.length) {
+        throw new TempestError(
+          'ERR_MULTICAST_CONFIG_MISMATCH',
+          `member ${peer.id} has ${remote === undefined ? 'no' : `a ${remote.length}-byte`} SMC region "${this.regionName}", this member ${this.region.length} bytes: window_size, max_smc_payload_size or the senders differ`,
+        );
+      }
       const t: Target = { peer, postedK: 0, inFlight: 0, failed: false };
       this.targets.push(t);
       this.targetByRank[rank] = t;

@@ -22,6 +22,8 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Member, type MemberAddress, type MemberOptions } from '../../engine/member.js';
@@ -52,6 +54,7 @@ type Cmd =
   | LoadCmd
   | { cmd: 'drain'; expected: number }
   | { cmd: 'rdmc-send'; seq: number; size: number }
+  | { cmd: 'heap' }
   | { cmd: 'close' };
 
 const args = JSON.parse(process.argv[2]!) as Args;
@@ -60,6 +63,9 @@ const fail = (err: unknown) => send({ type: 'error', message: String((err as Err
 const log = layerLogger('bench', { member: args.self.id });
 const now = () => process.hrtime.bigint();
 const PROFILE = process.env.TEMPEST_BENCH_PROF === '1';
+// `heap` forces a full GC; expose it without needing --expose-gc on the fork's command line.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
 const PROFILE_DIR = process.env.TEMPEST_BENCH_PROF_DIR || tmpdir();
 
 const plan = multicastPlan(args.settings);
@@ -72,7 +78,7 @@ const member = await Member.start({
   regionSizes: plan.regionSizes,
   onSuspect: (id, reason) => send({ type: 'suspect', id, reason }),
 });
-const group = new MulticastGroup({ ...args.settings, member, send_timeout_ms: 60_000, log });
+const group = await MulticastGroup.start({ ...args.settings, member, send_timeout_ms: 60_000, log });
 const maxSmc = args.settings.max_smc_payload_size;
 
 // ---- delivery: counting and latency samples (preallocated; a ring, so memory stays flat: past
@@ -240,6 +246,11 @@ process.on('message', (m: Cmd) => {
       break;
     case 'rdmc-send':
       rdmcSend(m.seq, m.size).catch(fail);
+      break;
+    case 'heap':
+      // A full collection first, so the figure is live data, not garbage awaiting collection.
+      collectGarbage();
+      send({ type: 'heap', used_MB: process.memoryUsage().heapUsed / 2 ** 20 });
       break;
     case 'close':
       sending = false;

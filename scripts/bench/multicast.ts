@@ -375,6 +375,7 @@ async function main(): Promise<void> {
     set = await startSet('soak', baseSettings);
     mon = new PhaseMonitor('soak', set);
     const series: number[][] = set.map(() => []);
+    const heap: number[][] = set.map(() => []);
     const soakRun = await loadPhase(
       set,
       'soak',
@@ -384,6 +385,12 @@ async function main(): Promise<void> {
           const at = t0 + BigInt(t) * 1_000_000_000n;
           await sleep(Math.max(0, Number(at - process.hrtime.bigint()) / 1e6));
           set.forEach((p, i) => series[i]!.push(round(rssMB(p.pid), 1)));
+          // Live JS heap after a full GC: a leak of JS objects shows here before RSS moves.
+          const used = await Promise.all(set.map((p) => {
+            p.send({ cmd: 'heap' });
+            return takeType(p, 'heap', 30_000);
+          }));
+          used.forEach((m, i) => heap[i]!.push(round(m.used_MB as number, 2)));
         }
       },
     );
@@ -405,6 +412,7 @@ async function main(): Promise<void> {
         growth: first.map((f, i) => round(last[i]! / f - 1, 4)),
         samples: series,
       },
+      heap_used_MB_after_gc: { first: heap.map((h) => h[0]), last: heap.map((h) => h[h.length - 1]), samples: heap },
       cpu_s: cpuUsed.soak,
     };
   }
