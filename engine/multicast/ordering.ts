@@ -107,10 +107,6 @@ export class OrderingCore {
     return k;
   }
 
-  get sentMessages(): number {
-    return this.sentCount;
-  }
-
   /**
    * How many nulls we should send now if we have no data waiting: enough that our next turn
    * comes after the highest global index received here. Zero in raw mode and with one sender.

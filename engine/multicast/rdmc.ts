@@ -96,8 +96,6 @@ export class RdmcChannel {
   private readonly onIdle: RdmcOptions['onIdle'];
   private readonly log: Logger;
   private closed = false;
-  /** Blocks written by this member (for tests and metrics). */
-  blocksSent = 0;
 
   constructor(opts: RdmcOptions) {
     this.fabric = opts.fabric;
@@ -228,7 +226,6 @@ export class RdmcChannel {
         this.fabric.whenCapacity(() => this.pump(s));
         return;
       }
-      this.blocksSent++;
       t.cursor++;
       t.inFlight++;
     }

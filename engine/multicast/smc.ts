@@ -37,8 +37,8 @@ export interface SmcOptions {
   targets: readonly number[];
   /** Remote-write service id of this channel. */
   service: number;
-  /** Records of sender s up to `landed` (a count) are now readable here. */
-  onLanded: (s: number, landed: number) => void;
+  /** More records of some sender are readable here (see landedCount). */
+  onLanded: () => void;
   log: Logger;
 }
 
@@ -79,8 +79,6 @@ export class SmcChannel {
   private readonly readOffset: Float64Array;
   private pumpScheduled = false;
   private closed = false;
-  /** RMA writes posted (for tests and metrics). */
-  writesPosted = 0;
 
   constructor(opts: SmcOptions) {
     this.fabric = opts.fabric;
@@ -211,7 +209,6 @@ export class SmcChannel {
         this.fabric.whenCapacity(() => this.postTo(t));
         return;
       }
-      this.writesPosted++;
       t.postedK = k;
       t.inFlight++;
     }
@@ -251,7 +248,7 @@ export class SmcChannel {
     }
     this.readOffset[s] = off;
     this.landed[s] = landed + ahead + 1;
-    this.onLanded(s, landed + ahead + 1);
+    this.onLanded();
   }
 
   /** Records of sender s readable here (for our own: committed). */

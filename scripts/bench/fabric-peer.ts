@@ -6,6 +6,7 @@ import { Member } from '../../engine/member.js';
 import { CompletionKind, immediate } from '../../engine/transport/fabric.js';
 import { Service } from '../../engine/transport/services.js';
 import { ReplyLatch } from './reply-latch.js';
+import { report, reportFailure } from '../lib/ipc-child.js';
 
 interface Args {
   self: { id: number; ip: string; port: number; fabric_port: number };
@@ -18,7 +19,6 @@ interface Args {
 
 const RMA_SERVICE = Service.FirstApplication + 1;
 const args = JSON.parse(process.argv[2]!) as Args;
-const send = (m: object) => process.send!(m);
 
 const member = await Member.start({
   self: args.self,
@@ -41,7 +41,7 @@ let expected = 0;
 let received = 0;
 const latch = new ReplyLatch();
 const ack = (to: number) => {
-  if (!messenger.trySend(to, Buffer.alloc(1))) messenger.send(to, Buffer.alloc(1)).catch((err) => send({ type: 'error', message: String(err) }));
+  if (!messenger.trySend(to, Buffer.alloc(1))) messenger.send(to, Buffer.alloc(1)).catch(reportFailure);
 };
 messenger.handle((from, payload) => {
   if (mode === 'echo') {
@@ -128,7 +128,6 @@ async function rmaStream(to: number, count: number, size: number, window: number
 }
 
 process.on('message', (m: { cmd: string; to: number; count: number; size: number; from?: number }) => {
-  const fail = (err: unknown) => send({ type: 'error', message: String((err as Error)?.stack ?? err) });
   switch (m.cmd) {
     case 'expect':
       mode = 'count';
@@ -142,17 +141,17 @@ process.on('message', (m: { cmd: string; to: number; count: number; size: number
       rmaFrom = m.from!;
       break;
     case 'stream':
-      stream(m.to, m.count, m.size).then((seconds) => send({ type: 'result', seconds }), fail);
+      stream(m.to, m.count, m.size).then((seconds) => report({ type: 'result', seconds }), reportFailure);
       break;
     case 'pingpong':
-      pingpong(m.to, m.count, m.size).then((rtts_us) => send({ type: 'result', rtts_us }), fail);
+      pingpong(m.to, m.count, m.size).then((rtts_us) => report({ type: 'result', rtts_us }), reportFailure);
       break;
     case 'rma':
-      rmaStream(m.to, m.count, m.size, 16).then((seconds) => send({ type: 'result', seconds }), fail);
+      rmaStream(m.to, m.count, m.size, 16).then((seconds) => report({ type: 'result', seconds }), reportFailure);
       break;
     case 'close':
-      member.close().then(() => process.exit(0), fail);
+      member.close().then(() => process.exit(0), reportFailure);
       break;
   }
 });
-send({ type: 'ready', provider: member.fabric.provider });
+report({ type: 'ready', provider: member.fabric.provider });

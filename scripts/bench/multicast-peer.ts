@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { Member, type MemberAddress, type MemberOptions } from '../../engine/member.js';
 import { MulticastGroup, multicastPlan, type MulticastSettings } from '../../engine/multicast/group.js';
 import { layerLogger } from '../../engine/util/log.js';
+import { report, reportFailure, closeAndExit } from '../lib/ipc-child.js';
 
 interface Args {
   set: string;
@@ -58,8 +59,6 @@ type Cmd =
   | { cmd: 'close' };
 
 const args = JSON.parse(process.argv[2]!) as Args;
-const send = (m: object) => process.send!(m);
-const fail = (err: unknown) => send({ type: 'error', message: String((err as Error)?.stack ?? err) });
 const log = layerLogger('bench', { member: args.self.id });
 const now = () => process.hrtime.bigint();
 const PROFILE = process.env.TEMPEST_BENCH_PROF === '1';
@@ -76,7 +75,7 @@ const member = await Member.start({
   connect_timeout_ms: 30_000,
   columns: plan.columns,
   regionSizes: plan.regionSizes,
-  onSuspect: (id, reason) => send({ type: 'suspect', id, reason }),
+  onSuspect: (id, reason) => report({ type: 'suspect', id, reason }),
 });
 const group = await MulticastGroup.start({ ...args.settings, member, send_timeout_ms: 60_000, log });
 const maxSmc = args.settings.max_smc_payload_size;
@@ -97,14 +96,14 @@ let rdmcSeq = 0;
 group.handle((_senderId, _index, payload) => {
   phaseDelivered++;
   if (payload.length > maxSmc) {
-    send({ type: 'rdmc-delivered', seq: rdmcSeq++, t: String(now()), size: payload.length });
+    report({ type: 'rdmc-delivered', seq: rdmcSeq++, t: String(now()), size: payload.length });
   } else if (measuring && ++sampleTick >= sampleEvery && payload.length >= 8) {
     sampleTick = 0;
     samples[sampleCount++ % SAMPLE_CAPACITY] = Number(now() - payload.readBigUInt64LE(0)) / 1e6;
   }
   if (drainTarget >= 0 && phaseDelivered >= drainTarget) {
     drainTarget = -1;
-    send({ type: 'drained', delivered: phaseDelivered });
+    report({ type: 'drained', delivered: phaseDelivered });
   }
 });
 
@@ -205,7 +204,7 @@ async function load(c: LoadCmd): Promise<void> {
   if (senderError !== null) throw senderError;
   const n = Math.min(sampleCount, SAMPLE_CAPACITY);
   const profile = await profileStop(c.phase);
-  send({
+  report({
     type: 'load-done',
     phase: c.phase,
     delivered: d1 - d0,
@@ -232,37 +231,34 @@ async function rdmcSend(seq: number, size: number): Promise<void> {
     t0 = now();
   }
   group.commit();
-  send({ type: 'rdmc-sent', seq, t0: String(t0) });
+  report({ type: 'rdmc-sent', seq, t0: String(t0) });
 }
 
 process.on('message', (m: Cmd) => {
   switch (m.cmd) {
     case 'load':
-      load(m).catch(fail);
+      load(m).catch(reportFailure);
       break;
     case 'drain':
-      if (phaseDelivered >= m.expected) send({ type: 'drained', delivered: phaseDelivered });
+      if (phaseDelivered >= m.expected) report({ type: 'drained', delivered: phaseDelivered });
       else drainTarget = m.expected;
       break;
     case 'rdmc-send':
-      rdmcSend(m.seq, m.size).catch(fail);
+      rdmcSend(m.seq, m.size).catch(reportFailure);
       break;
     case 'heap':
       // A full collection first, so the figure is live data, not garbage awaiting collection.
       collectGarbage();
-      send({ type: 'heap', used_MB: process.memoryUsage().heapUsed / 2 ** 20 });
+      report({ type: 'heap', used_MB: process.memoryUsage().heapUsed / 2 ** 20 });
       break;
     case 'close':
       sending = false;
       group.close();
-      member.close().then(() => {
-        send({ type: 'closed' });
-        process.exit(0);
-      }, fail);
+      closeAndExit(() => member.close());
       break;
     default:
-      fail(new Error(`unknown command ${(m as { cmd: string }).cmd}`));
+      reportFailure(new Error(`unknown command ${(m as { cmd: string }).cmd}`));
   }
 });
 
-send({ type: 'ready', pid: process.pid });
+report({ type: 'ready', pid: process.pid });

@@ -4,8 +4,8 @@
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { ReplyLatch } from './reply-latch.js';
+import { report, reportFailure } from '../lib/ipc-child.js';
 
-const send = (m: object) => process.send!(m);
 let sock: Socket | null = null;
 let mode: 'count' | 'echo' = 'count';
 let expectedBytes = 0;
@@ -75,15 +75,14 @@ async function pingpong(count: number, size: number): Promise<number[]> {
 }
 
 process.on('message', (m: { cmd: string; port?: number; count: number; size: number; bytes?: number }) => {
-  const fail = (err: unknown) => send({ type: 'error', message: String((err as Error)?.stack ?? err) });
   switch (m.cmd) {
     case 'listen': {
       const server = createServer((s) => wire(s));
-      server.listen(0, '127.0.0.1', () => send({ type: 'listening', port: (server.address() as { port: number }).port }));
+      server.listen(0, '127.0.0.1', () => report({ type: 'listening', port: (server.address() as { port: number }).port }));
       break;
     }
     case 'connect': {
-      const s = connect({ host: '127.0.0.1', port: m.port! }, () => send({ type: 'connected' }));
+      const s = connect({ host: '127.0.0.1', port: m.port! }, () => report({ type: 'connected' }));
       wire(s);
       // The sender reads only its one-byte reply (or echoes during ping-pong, handled inline).
       s.removeAllListeners('data');
@@ -99,14 +98,14 @@ process.on('message', (m: { cmd: string; port?: number; count: number; size: num
       echoSize = m.size;
       break;
     case 'stream':
-      stream(m.count, m.size).then((seconds) => send({ type: 'result', seconds }), fail);
+      stream(m.count, m.size).then((seconds) => report({ type: 'result', seconds }), reportFailure);
       break;
     case 'pingpong':
       sock!.removeAllListeners('data');
-      pingpong(m.count, m.size).then((rtts_us) => send({ type: 'result', rtts_us }), fail);
+      pingpong(m.count, m.size).then((rtts_us) => report({ type: 'result', rtts_us }), reportFailure);
       break;
     case 'close':
       process.exit(0);
   }
 });
-send({ type: 'ready' });
+report({ type: 'ready' });
