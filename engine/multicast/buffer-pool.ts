@@ -29,6 +29,8 @@ export interface RdmcBufferSupplier {
   acquire(size_bytes: number, senderId: number): RdmcBuffer | null;
   /** Calls `fn` once, when a buffer has been released. */
   whenReleased(fn: () => void): void;
+  /** The group is closed (its view ended): free what was registered for it. */
+  close?(): void;
 }
 
 export class SlabBufferPool implements RdmcBufferSupplier {
@@ -45,7 +47,7 @@ export class SlabBufferPool implements RdmcBufferSupplier {
    * written: pages a message never touches never become resident.
    */
   constructor(
-    fabric: Fabric,
+    private readonly fabric: Fabric,
     senderIds: readonly number[],
     readonly slots_per_sender: number,
     readonly slot_bytes: number,
@@ -67,6 +69,11 @@ export class SlabBufferPool implements RdmcBufferSupplier {
       }
       this.free.set(id, free);
     }
+  }
+
+  close(): void {
+    this.fabric.deregister(this.region);
+    this.waiters.length = 0;
   }
 
   acquire(size_bytes: number, senderId: number): RdmcBuffer | null {

@@ -16,7 +16,9 @@ import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ColumnLayout, ColumnSpec } from '../sst/layout.js';
 import type { PredicateHandle } from '../sst/predicates.js';
-import type { Member } from '../member.js';
+import type { SharedStateTable } from '../sst/table.js';
+import type { Fabric, MemoryRegion } from '../transport/fabric.js';
+import type { MeshView } from '../transport/peer-mesh.js';
 import { Service } from '../transport/services.js';
 import { type RdmcBuffer, type RdmcBufferSupplier, SlabBufferPool } from './buffer-pool.js';
 import { type DeliveryMode, OrderingCore } from './ordering.js';
@@ -38,8 +40,16 @@ export interface MulticastSettings {
   rdmc_send_algorithm: string;
 }
 
+/** What a group runs on: a Member, or one shard of a view (membership/view-instance.ts). */
+export interface MulticastHost {
+  fabric: Fabric;
+  mesh: MeshView;
+  sst: SharedStateTable;
+  regions: Record<string, MemoryRegion>;
+}
+
 export interface MulticastOptions extends MulticastSettings {
-  member: Member;
+  member: MulticastHost;
   /** Longest a send waits for room in the window before failing, ms. */
   send_timeout_ms: number;
   /** Queued sends allowed before send() fails fast. */
@@ -144,10 +154,11 @@ export class MulticastGroup {
   readonly core: OrderingCore;
   readonly senderIds: readonly number[];
   readonly memberIds: readonly number[];
-  private readonly member: Member;
+  private readonly member: MulticastHost;
   private readonly smc: SmcChannel;
   private readonly rdmc: RdmcChannel;
   private readonly buffers: RdmcBufferSupplier;
+  private readonly ownsBuffers: boolean;
   private readonly names: ReturnType<typeof columnNames>;
   private readonly receivedColumn: ColumnLayout;
   private readonly deliveredColumn: ColumnLayout;
@@ -186,6 +197,10 @@ export class MulticastGroup {
   private readonly predicate: PredicateHandle;
   private readonly settingsValues: number[];
   private closed = false;
+  /** The view is ending: no sends go out, arrivals are no longer counted, delivery waits for the trim. */
+  private wedged = false;
+  /** A joiner holds deliveries until the shard's state has arrived. */
+  private held = false;
   /** Nulls sent by us (the price of idle turns; tests check idle senders send them). */
   nullsSent = 0;
 
@@ -221,6 +236,7 @@ export class MulticastGroup {
     this.published = new Float64Array(2 * this.S).fill(-1);
     this.deliveredPushed = new Float64Array(this.S);
     this.urgentDelivered = Math.max(1, Math.floor(this.W / 4));
+    this.ownsBuffers = opts.buffers === undefined;
     this.buffers = opts.buffers ?? new SlabBufferPool(member.fabric, this.senderIds, 2, opts.max_payload_size);
     const services = opts.services ?? { smc: Service.Smc, rdmc: Service.Rdmc };
     const region = member.regions[this.names.region];
@@ -292,7 +308,12 @@ export class MulticastGroup {
     }
   }
 
-  private agreeOnSettings(timeout_ms: number): Promise<void> {
+  /**
+   * Resolves once every member published the same shared settings (start() waits for it; a view
+   * creates its groups at once, so that no delivery or wedge finds a group missing, and waits for
+   * this before sending).
+   */
+  agreeOnSettings(timeout_ms: number): Promise<void> {
     const sst = this.member.sst;
     const column = sst.column(this.names.settings);
     const me = this.core.myRank;
@@ -341,6 +362,7 @@ export class MulticastGroup {
 
   private checkSend(size_bytes: number): void {
     if (this.closed) throw new TempestError('ERR_MULTICAST_CLOSED', 'the multicast group is closed');
+    if (this.wedged) throw new TempestError('ERR_MULTICAST_WEDGED', 'the view is changing; send again in the next view');
     if (this.mySender < 0) throw new TempestError('ERR_MULTICAST_NOT_SENDER', `member ${this.member.mesh.self.id} is not a sender of this group`);
     if (!Number.isInteger(size_bytes) || size_bytes < 0 || size_bytes > this.maxPayload) {
       throw new TempestError('ERR_MULTICAST_TOO_LARGE', `a message of ${size_bytes} bytes exceeds max_payload_size (${this.maxPayload} bytes)`);
@@ -438,7 +460,8 @@ export class MulticastGroup {
       this.smc.commit(k, RecordKind.Rdmc, RDMC_DESCRIPTOR_BYTES);
       this.rdmcBuf[slot] = r.rdmc;
       this.bodyHere[slot] = 1;
-      this.rdmc.send(k, r.rdmc, r.size_bytes);
+      // Committed after the wedge (an open reservation): kept for the resend in the next view.
+      if (!this.wedged) this.rdmc.send(k, r.rdmc, r.size_bytes);
     }
     this.schedule();
     return this.core.mode === 'raw' ? k : k * this.S + this.mySender;
@@ -459,9 +482,10 @@ export class MulticastGroup {
     if (this.closed || this.pumping) return;
     this.pumping = true;
     try {
+      if (this.wedged) return;
       if (this.tableChanged) this.absorbTable();
       this.advanceArrivals();
-      this.deliver();
+      if (!this.held) this.deliver();
       if (this.mySender >= 0) {
         this.smc.freeBelow(this.core.minDelivered(this.mySender));
         this.releaseOwnBuffers();
@@ -524,6 +548,15 @@ export class MulticastGroup {
   private deliver(): void {
     const core = this.core;
     for (let s = core.nextDeliverable(); s >= 0; s = core.nextDeliverable()) {
+      this.deliverOne(s);
+      core.delivered(s);
+    }
+  }
+
+  /** Runs the upcall for the next message of sender s (none for a null) and frees its buffer. */
+  private deliverOne(s: number): void {
+    const core = this.core;
+    {
       const k = core.nextK(s);
       const index = core.mode === 'raw' ? k : core.deliveredCount;
       const kind = this.smc.kind(s, k);
@@ -544,8 +577,71 @@ export class MulticastGroup {
       } else {
         assert(kind === RecordKind.Null, `record ${k} of sender ${s} has a known kind`);
       }
-      core.delivered(s);
     }
+  }
+
+  // ---- the end of a view (membership/view-instance.ts) -----------------------------------------
+
+  /**
+   * Wedges the group: nothing more is sent, arrivals are no longer counted, and normal delivery
+   * stops. Queued sends fail with ERR_MULTICAST_WEDGED (the caller sends them in the next view).
+   * Returns the final received count per sender: what this member reports for the ragged trim.
+   */
+  wedge(): number[] {
+    if (!this.wedged) {
+      if (!this.closed) this.pump(); // count what has already landed and deliver what is stable
+      this.wedged = true;
+      this.smc.stopSending();
+      for (const q of this.queue.splice(0)) {
+        clearTimeout(q.timer);
+        q.reject(new TempestError('ERR_MULTICAST_WEDGED', 'the view is changing; send again in the next view'));
+      }
+    }
+    const me = this.core.myRank;
+    const fr: number[] = [];
+    for (let s = 0; s < this.S; s++) fr.push(this.core.receivedAt(me, s));
+    return fr;
+  }
+
+  /** Delivers exactly the messages below the ragged trim (per sender), in order; then nothing more. */
+  deliverTrim(trim: readonly number[]): void {
+    assert(this.wedged, 'the trim is delivered by a wedged group');
+    const core = this.core;
+    for (let s = core.nextTrimmed(trim); s >= 0; s = core.nextTrimmed(trim)) {
+      this.deliverOne(s);
+      core.trimmedDelivered(s);
+    }
+  }
+
+  /**
+   * Copies of our own messages beyond the trim (not delivered anywhere), oldest first: the
+   * sender sends them again in the next view. Nulls are not resent.
+   */
+  undelivered(trim: readonly number[]): Buffer[] {
+    const s = this.mySender;
+    if (s < 0) return [];
+    const out: Buffer[] = [];
+    const sent = this.core.receivedAt(this.core.myRank, s);
+    for (let k = trim[s]!; k < sent; k++) {
+      const kind = this.smc.kind(s, k);
+      if (kind === RecordKind.Data) out.push(Buffer.from(this.smc.payload(s, k)));
+      else if (kind === RecordKind.Rdmc) {
+        const buffer = this.rdmcBuf[s * this.W + (k % this.W)];
+        assert(buffer != null, 'our undelivered large message still has its buffer');
+        out.push(Buffer.from(buffer.region.buffer.subarray(buffer.offset, buffer.offset + this.smc.rdmcSize(s, k))));
+      }
+    }
+    return out;
+  }
+
+  /** A joiner holds deliveries until it has the shard's state. */
+  holdDeliveries(): void {
+    this.held = true;
+  }
+
+  releaseDeliveries(): void {
+    this.held = false;
+    this.schedule();
   }
 
   private releaseOwnBuffers(): void {
@@ -629,6 +725,7 @@ export class MulticastGroup {
     if (this.closed) return;
     this.closed = true;
     this.predicate.remove();
+    if (this.ownsBuffers) this.buffers.close?.();
     if (this.deliveredTimer !== undefined) clearTimeout(this.deliveredTimer);
     this.smc.close();
     this.rdmc.close();

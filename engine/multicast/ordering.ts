@@ -224,6 +224,46 @@ export class OrderingCore {
     return this.deliveredGlobal;
   }
 
+  /**
+   * Ragged-trim delivery at the end of a view: the sender index of the next message to deliver
+   * among those with k < trim[s], in the usual order (indices of senders past their trim are
+   * skipped), or -1 when every sender has reached its trim. Call trimmedDelivered(s) after each.
+   * The trim never asks for a message not received here: it is a minimum of received counts.
+   */
+  nextTrimmed(trim: readonly number[]): number {
+    const S = this.senderCount;
+    assert(trim.length === S, 'one trim per sender');
+    const row = this.myRank * S;
+    let owed = false;
+    for (let s = 0; s < S; s++) {
+      const d = this.deliveredBy[row + s]!;
+      assert(trim[s]! >= d, 'the trim covers every message delivered here');
+      assert(trim[s]! <= this.receivedBy[row + s]!, 'the trim asks only for messages received here');
+      if (d < trim[s]!) owed = true;
+    }
+    if (!owed) return -1;
+    if (this.mode === 'raw') {
+      for (let s = 0; s < S; s++) if (this.deliveredBy[row + s]! < trim[s]!) return s;
+    }
+    for (;;) {
+      const s = this.deliveredGlobal % S;
+      if (Math.floor(this.deliveredGlobal / S) < trim[s]!) return s;
+      this.deliveredGlobal++;
+    }
+  }
+
+  /** The message nextTrimmed() named has been delivered. */
+  trimmedDelivered(s: number): void {
+    const at = this.myRank * this.senderCount + s;
+    if (this.mode === 'raw') {
+      this.rawPending--;
+    } else {
+      assert(s === this.deliveredGlobal % this.senderCount && Math.floor(this.deliveredGlobal / this.senderCount) === this.deliveredBy[at], 'trimmed delivery keeps the order');
+    }
+    this.deliveredBy[at]!++;
+    this.deliveredGlobal++;
+  }
+
   /** The message nextDeliverable() named has been delivered. */
   delivered(s: number): void {
     const S = this.senderCount;

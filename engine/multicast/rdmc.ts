@@ -14,7 +14,7 @@
 import { assert } from '../util/assert.js';
 import type { Logger } from '../util/log.js';
 import { type CompletionHandler, type Fabric, immediate, type RemoteRegion } from '../transport/fabric.js';
-import type { Peer, PeerMesh } from '../transport/peer-mesh.js';
+import type { MeshView, Peer } from '../transport/peer-mesh.js';
 import type { ColumnLayout } from '../sst/layout.js';
 import type { SharedStateTable } from '../sst/table.js';
 import type { RdmcBuffer } from './buffer-pool.js';
@@ -35,7 +35,7 @@ export interface RdmcColumns {
 
 export interface RdmcOptions {
   fabric: Fabric;
-  mesh: PeerMesh;
+  mesh: MeshView;
   sst: SharedStateTable;
   columns: RdmcColumns;
   /** Members of the shard (ranks 0..members-1) and the ranks of its senders. */
@@ -269,7 +269,11 @@ export class RdmcChannel {
     else this.onIdle(s);
   }
 
+  /** Stops; frees the service id and the completion handler for the next view's channel. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    this.fabric.offRemoteWrite(this.service);
+    this.fabric.removeHandler(this.handlerId);
   }
 }

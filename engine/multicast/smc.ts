@@ -13,7 +13,7 @@ import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type CompletionHandler, type Fabric, immediate, type MemoryRegion } from '../transport/fabric.js';
-import type { Peer, PeerMesh } from '../transport/peer-mesh.js';
+import type { MeshView, Peer } from '../transport/peer-mesh.js';
 import { RECORD_HEADER_BYTES, type RecordKind, type RingLayout, RingSpace } from './smc-ring.js';
 
 /** Writes in flight to one receiver; more records wait and go together in the next write. */
@@ -24,7 +24,7 @@ const SEQ_MASK = 0xffff;
 
 export interface SmcOptions {
   fabric: Fabric;
-  mesh: PeerMesh;
+  mesh: MeshView;
   /** Our registered copy of every sender's ring (S rings of layout.ringBytes). */
   region: MemoryRegion;
   /** Name of the region in peers' hellos. */
@@ -78,6 +78,7 @@ export class SmcChannel {
   private readonly landed: Float64Array;
   private readonly readOffset: Float64Array;
   private pumpScheduled = false;
+  private sendingStopped = false;
   private closed = false;
 
   constructor(opts: SmcOptions) {
@@ -100,7 +101,8 @@ export class SmcChannel {
     this.readOffset = new Float64Array(this.S);
     for (const rank of opts.targets) {
       const peer = opts.mesh.peerByRank(rank);
-      assert(peer !== undefined, `SMC target rank ${rank} is a peer`);
+      // A member that never answered the view's hello: it will be suspected; nothing goes to it.
+      if (peer === undefined) continue;
       const remote = peer.regions[this.regionName];
       if (remote === undefined || remote.length !== this.region.length) {
         throw new TempestError(
@@ -187,14 +189,19 @@ export class SmcChannel {
     });
   }
 
+  /** Posts no more writes (the view is wedged); committed records stay readable for resending. */
+  stopSending(): void {
+    this.sendingStopped = true;
+  }
+
   private pump(): void {
-    if (this.closed) return;
+    if (this.closed || this.sendingStopped) return;
     for (const t of this.targets) this.postTo(t);
   }
 
   private postTo(t: Target): void {
     const base = this.ringBase(this.mySender);
-    while (!t.failed && t.inFlight < MAX_WRITES_IN_FLIGHT && t.postedK < this.committed) {
+    while (!t.failed && !this.sendingStopped && t.inFlight < MAX_WRITES_IN_FLIGHT && t.postedK < this.committed) {
       const k0 = t.postedK;
       const start = this.space.offsetOf(k0);
       let end = start + this.space.sizeOf(k0);
@@ -273,7 +280,11 @@ export class SmcChannel {
     return this.region.buffer.readDoubleLE(this.ringBase(s) + this.recOffset[slot]! + RECORD_HEADER_BYTES);
   }
 
+  /** Stops; frees the service id and the completion handler for the next view's channel. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    this.fabric.offRemoteWrite(this.service);
+    this.fabric.removeHandler(this.handlerId);
   }
 }

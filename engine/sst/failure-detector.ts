@@ -81,6 +81,12 @@ export class FailureDetector {
     }
   }
 
+  /** Suspects a member at once (it never answered, or a new incarnation of it asked to join). */
+  suspectNow(rank: number, reason: string): void {
+    if (rank === this.sst.myRank || this.suspectedRanks[rank]) return;
+    this.suspect(rank, reason);
+  }
+
   private suspect(rank: number, reason: string): void {
     this.suspectedRanks[rank] = true;
     const id = this.sst.members[rank]!;

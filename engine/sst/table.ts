@@ -10,7 +10,7 @@ import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type CompletionHandler, type Fabric, immediate, type MemoryRegion } from '../transport/fabric.js';
-import type { PeerMesh } from '../transport/peer-mesh.js';
+import type { MeshView } from '../transport/peer-mesh.js';
 import { Service } from '../transport/services.js';
 import { type ColumnLayout, type ColumnSpec, RowLayout } from './layout.js';
 import { type PredicateHandle, PredicateSet, type PredicateSpec } from './predicates.js';
@@ -24,6 +24,10 @@ export interface SstOptions {
   myId: number;
   columns: ColumnSpec[];
   log: Logger;
+  /** Remote-write service id of this table's pushes (each live table needs its own). */
+  service?: number;
+  /** Name under which peers advertise this table's region (default "sst"). */
+  regionName?: string;
 }
 
 export class SharedStateTable {
@@ -39,6 +43,8 @@ export class SharedStateTable {
   readonly predicates = new PredicateSet<SharedStateTable>();
   private readonly fabric: Fabric;
   private readonly log: Logger;
+  private readonly service: number;
+  readonly regionName: string;
   /** Validated copy of every row (our own row is authoritative here); predicates read only this. */
   private readonly stable: Buffer;
   /** Receive scratch for one group's body (no allocation per push). */
@@ -47,7 +53,7 @@ export class SharedStateTable {
   private readonly stableSeq: Float64Array;
   /** Our own push sequence per group. */
   private readonly ownSeq: Float64Array;
-  private mesh: PeerMesh | null = null;
+  private mesh: MeshView | null = null;
   private handlerId = 0;
   /** Pushes in flight per [rank][group] (at most one) and whether another is owed after it. */
   private readonly pushBusy: Uint8Array;
@@ -68,6 +74,8 @@ export class SharedStateTable {
     if (this.myRank < 0) throw new TempestError('ERR_SST_NOT_MEMBER', `member ${opts.myId} has no row in this table`);
     this.fabric = opts.fabric;
     this.log = opts.log;
+    this.service = opts.service ?? Service.Sst;
+    this.regionName = opts.regionName ?? 'sst';
     const n = this.members.length;
     const g = this.layout.groups.length;
     this.region = this.fabric.register(Buffer.alloc(2 * n * this.layout.rowBytes));
@@ -79,7 +87,7 @@ export class SharedStateTable {
     this.pushDirty = new Uint8Array(n * g);
     this.frozen = new Uint8Array(n);
     // Peers may push before we attach (they finished connecting first): accept from the start.
-    this.fabric.onRemoteWrite(Service.Sst, (value) => this.received(value >>> 8, value & 0xff));
+    this.fabric.onRemoteWrite(this.service, (value) => this.received(value >>> 8, value & 0xff));
   }
 
   get size(): number {
@@ -87,13 +95,14 @@ export class SharedStateTable {
   }
 
   /** Starts exchanging rows over a connected mesh (its peers must be this table's members). */
-  attach(mesh: PeerMesh): void {
+  attach(mesh: MeshView): void {
     assert(this.mesh === null, 'the table is attached once');
     for (const [id, peer] of mesh.peers) {
       assert(this.members[peer.rank] === id, 'mesh ranks match table ranks');
-      if (peer.regions.sst === undefined) throw new TempestError('ERR_SST_PEER', `member ${id} advertised no SST region`);
-      if (peer.regions.sst.length !== this.region.length) {
-        throw new TempestError('ERR_SST_PEER', `member ${id} has a ${peer.regions.sst.length}-byte table, ours is ${this.region.length} bytes: the column layouts differ`);
+      const remote = peer.regions[this.regionName];
+      if (remote === undefined) throw new TempestError('ERR_SST_PEER', `member ${id} advertised no "${this.regionName}" table region`);
+      if (remote.length !== this.region.length) {
+        throw new TempestError('ERR_SST_PEER', `member ${id} has a ${remote.length}-byte table, ours is ${this.region.length} bytes: the column layouts differ`);
       }
     }
     this.mesh = mesh;
@@ -227,13 +236,14 @@ export class SharedStateTable {
     const mesh = this.mesh;
     if (mesh === null || this.closed) return;
     const peer = mesh.peerByRank(rank);
-    assert(peer !== undefined && peer.regions.sst !== undefined, 'push target is a peer with a table');
+    const remote = peer?.regions[this.regionName];
+    assert(peer !== undefined && remote !== undefined, 'push target is a peer with a table');
     const at = this.myRank * this.layout.rowBytes + offsetInRow;
     const staged = (this.members.length + rank) * this.layout.rowBytes + offsetInRow;
     // Nothing is in flight to this peer for these bytes (pushBusy), so refreshing them is safe.
     this.stable.copy(this.region.buffer, staged, at, at + len);
     const tag = rank * 256 + gi;
-    const ok = this.fabric.write(peer.address, this.region, staged, len, peer.regions.sst, at, this.handlerId, tag, immediate(Service.Sst, (this.myRank << 8) | gi));
+    const ok = this.fabric.write(peer.address, this.region, staged, len, remote, at, this.handlerId, tag, immediate(this.service, (this.myRank << 8) | gi));
     if (!ok) this.fabric.whenCapacity(() => this.post(rank, gi, offsetInRow, len));
   }
 
@@ -315,7 +325,15 @@ export class SharedStateTable {
     });
   }
 
-  close(): void {
+  /**
+   * Stops pushing and evaluating. With `release`, also frees the service id, the completion
+   * handler and the registration (a view's table; the member's own table lives until the fabric).
+   */
+  close(release = false): void {
     this.closed = true;
+    if (!release) return;
+    this.fabric.offRemoteWrite(this.service);
+    if (this.handlerId !== 0) this.fabric.removeHandler(this.handlerId);
+    this.fabric.deregister(this.region);
   }
 }

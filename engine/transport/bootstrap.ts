@@ -26,7 +26,7 @@ const MAX_FRAME_BYTES = 64 * 1024;
 const RETRY_DELAY_MIN_MS = 20;
 const RETRY_DELAY_MAX_MS = 500;
 
-function writeFrame(sock: Socket, value: unknown): void {
+export function writeFrame(sock: Socket, value: unknown): void {
   const body = Buffer.from(JSON.stringify(value));
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.length);
@@ -34,7 +34,7 @@ function writeFrame(sock: Socket, value: unknown): void {
 }
 
 /** Reads one length-prefixed JSON frame, bounded in size and time. */
-function readFrame(sock: Socket, timeout_ms: number): Promise<unknown> {
+export function readFrame(sock: Socket, timeout_ms: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     const timer = setTimeout(() => finish(new Error(`no reply within ${timeout_ms} ms`)), timeout_ms);

@@ -114,6 +114,7 @@ export class Fabric {
   private readonly handlers: (CompletionHandler | undefined)[] = [undefined];
   private readonly remoteListeners: (RemoteWriteListener | undefined)[] = new Array(256);
   private readonly regions = new Set<MemoryRegion>();
+  private readonly peerAddresses = new Map<string, PeerAddress>();
   private readonly capacityWaiters = new Set<() => void>();
   /** Keys we choose where the provider does not (no FI_MR_PROV_KEY); unique within our domain. */
   private nextKey = 1;
@@ -199,9 +200,14 @@ export class Fabric {
     return out.subarray(0, n);
   }
 
+  /** Inserts a peer's address once; later views reuse the same fi_addr (and its connection). */
   addPeer(address: Buffer): PeerAddress {
+    const key = address.toString('base64');
+    const known = this.peerAddresses.get(key);
+    if (known !== undefined) return known;
     const r = toSafeNumber(this.lib.tf_av_insert(this.handle(), address, address.length), 'fi_addr');
     if (r < 0) throw new TempestError('ERR_TRANSPORT_PEER', `fi_av_insert failed: ${this.lib.tf_strerror(r)}`);
+    this.peerAddresses.set(key, r as PeerAddress);
     return r as PeerAddress;
   }
 
@@ -224,10 +230,24 @@ export class Fabric {
     return region;
   }
 
+  /**
+   * Releases a registration made for one view. Peers still holding its key get an error on
+   * their next write (no completion reaches us), which is how stale writes from an old view die.
+   */
+  deregister(region: MemoryRegion): void {
+    if (!this.regions.delete(region) || this.ctx === null) return;
+    this.lib.tf_mr_close(region.handle);
+  }
+
   /** Adds a completion handler; its id goes with every operation it posts. */
   addHandler(handler: CompletionHandler): number {
     this.handlers.push(handler);
     return this.handlers.length - 1;
+  }
+
+  /** Removes a completion handler (its operations have completed or will be ignored). */
+  removeHandler(id: number): void {
+    if (id > 0 && id < this.handlers.length) this.handlers[id] = undefined;
   }
 
   /** Routes remote writes whose immediate data names `service` (0..255) to `listener`. */
@@ -235,6 +255,11 @@ export class Fabric {
     assert(service >= 0 && service < 256, 'service id is 8 bits');
     assert(this.remoteListeners[service] === undefined, `remote-write service ${service} taken`);
     this.remoteListeners[service] = listener;
+  }
+
+  /** Frees a service id taken with onRemoteWrite (the layer using it has closed). */
+  offRemoteWrite(service: number): void {
+    this.remoteListeners[service] = undefined;
   }
 
   /**
@@ -354,12 +379,13 @@ export class Fabric {
     if (kind === CompletionKind.RemoteWrite) {
       const listener = this.remoteListeners[data >>> 24];
       if (listener) listener(data & 0xffffff, len);
-      else this.log.warn({ service: data >>> 24 }, 'remote write for an unknown service');
+      else this.log.debug({ service: data >>> 24 }, 'remote write for a closed service');
       return;
     }
     const handler = this.handlers[handlerId];
     if (handler === undefined) {
-      this.log.error({ handlerId, kind, err }, 'completion without a handler');
+      // A layer of an ended view removed its handler; its last operations still complete.
+      this.log.debug({ handlerId, kind, err }, 'completion for a removed handler');
       return;
     }
     if (kind === CompletionKind.Error) {

@@ -18,6 +18,42 @@ export interface Peer {
   regions: Record<string, RemoteRegion>;
 }
 
+/** The peers of one table or multicast group, by rank: what the SST, SMC and RDMC need. */
+export interface MeshView {
+  readonly self: BootstrapMember;
+  /** Every member in rank order, self included. */
+  readonly members: readonly BootstrapMember[];
+  readonly myRank: number;
+  /** Peers by member id (self excluded). */
+  readonly peers: ReadonlyMap<number, Peer>;
+  peerByRank(rank: number): Peer | undefined;
+}
+
+/** A MeshView over peers already known (a view's members, or a shard of them). */
+export class StaticMesh implements MeshView {
+  readonly myRank: number;
+  readonly peers = new Map<number, Peer>();
+
+  constructor(
+    readonly self: BootstrapMember,
+    readonly members: readonly BootstrapMember[],
+    peers: readonly Omit<Peer, 'rank'>[],
+  ) {
+    this.myRank = members.findIndex((m) => m.id === self.id);
+    assert(this.myRank >= 0, 'we are a member of our own mesh');
+    for (const p of peers) {
+      const rank = members.findIndex((m) => m.id === p.id);
+      assert(rank >= 0 && p.id !== self.id, 'mesh peers are other members');
+      this.peers.set(p.id, { ...p, rank });
+    }
+  }
+
+  peerByRank(rank: number): Peer | undefined {
+    const m = this.members[rank];
+    return m === undefined ? undefined : this.peers.get(m.id);
+  }
+}
+
 export interface MeshOptions {
   fabric: Fabric;
   self: BootstrapMember;
@@ -43,7 +79,7 @@ class WarmUpArrivals {
 /** Bytes each member reserves for peers' warm-up and credit-return writes (content unused). */
 export const SCRATCH_BYTES = 64;
 
-export class PeerMesh {
+export class PeerMesh implements MeshView {
   /** Peers by member id (self excluded). */
   readonly peers = new Map<number, Peer>();
   readonly myRank: number;

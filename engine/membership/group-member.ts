@@ -1,0 +1,682 @@
+/**
+ * A member of a Tempest group across views (DESIGN §6–7): starts a group or joins one through any
+ * member (redirected to the leader), installs each view the core decides, delivers the ragged trim,
+ * moves shard state to members new to a shard, resends what the old view did not deliver, and,
+ * when it finds itself on a minority side or excluded, refuses updates and keeps asking to rejoin.
+ *
+ * Sends go through a per-shard outbox that outlives views: an update is acknowledged (its promise
+ * resolves) when it is delivered here, which in an ordered shard means every member received it;
+ * whatever a view did not deliver is sent again, in order, in the next one.
+ */
+import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
+import type { Hello } from '../transport/bootstrap.js';
+import { Fabric } from '../transport/fabric.js';
+import { assert } from '../util/assert.js';
+import { TempestError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { ControlServer, controlRequest } from './control.js';
+import type { Decision } from './gms-core.js';
+import { fetchState, StateTransferServer } from './state-transfer.js';
+import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
+import { allShards, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
+
+/** What the layer above provides per subgroup type. */
+export interface SubgroupHandlers {
+  /** An update delivered in order (payload valid during the call). */
+  deliver(m: { subgroup: number; shard: number; sender: number; vid: number; index: number; payload: Buffer }): void;
+  /** The shard's state now (end of a view), for a member new to the shard. */
+  getState(subgroup: number, shard: number): Buffer;
+  /** Replaces the shard's state (this member is new to the shard). */
+  setState(subgroup: number, shard: number, state: Buffer): void;
+}
+
+export interface GroupMemberOptions {
+  self: MemberInfo;
+  /** Where to ask to join; when it is ourselves we start the group. */
+  leader: { ip: string; gms_port: number };
+  provider: string;
+  domain: string;
+  tx_depth: number;
+  rx_depth: number;
+  types: SubgroupTypeSpec[];
+  handlers: Record<string, SubgroupHandlers>;
+  multicast: SharedMulticastSettings;
+  heartbeat_ms: number;
+  timeout_ms: number;
+  /** Longest an update waits (view changes, inadequate views) before failing. */
+  send_timeout_ms?: number;
+  /** Longest start() waits to be admitted. */
+  join_timeout_ms?: number;
+  /** Updates queued per shard before send() fails fast. */
+  max_pending_sends?: number;
+  require_majority?: boolean;
+  log: Logger;
+}
+
+export type MemberState = 'joining' | 'member' | 'rejoining' | 'closed';
+
+interface Outgoing {
+  payload: Buffer;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  deadline_ms: number;
+  /** Handed to the multicast of the current view (not yet delivered), and of which view. */
+  submitted: boolean;
+  submittedIn: number;
+}
+
+const MAX_JOINS_PER_VIEW = 8;
+const JOIN_RETRY_MS = 200;
+const MAX_REDIRECTS = 8;
+const HELLO_RETRY_MS = 20;
+
+function shardKey(subgroup: number, shard: number): string {
+  return `${subgroup}/${shard}`;
+}
+
+export class GroupMember {
+  readonly self: MemberInfo;
+  private readonly opts: GroupMemberOptions;
+  private readonly log: Logger;
+  readonly fabric: Fabric;
+  private control: ControlServer | null = null;
+  private transfer: StateTransferServer | null = null;
+  private current: ViewInstance | null = null;
+  /** The last layout that could be allocated (inadequate views keep it for stability). */
+  private lastLayout: Layout | null = null;
+  private lastView: View | null = null;
+  /** Our hello for the view being installed (answered to peers asking for that view id). */
+  private hello: (Hello & { vid: number }) | null = null;
+  private readonly pendingJoins = new Map<number, { member: MemberInfo; reply: (a: unknown) => void }>();
+  private readonly outboxes = new Map<string, Outgoing[]>();
+  private readonly viewListeners: ((v: ViewSummary) => void)[] = [];
+  private readonly viewWaiters: (() => void)[] = [];
+  /** Shards whose state is still arriving here: deliveries wait. */
+  private readonly awaitingState = new Set<string>();
+  private changing = false;
+  /** State transfers of the current view still running. */
+  private stateFetches: Promise<void> | null = null;
+  state: MemberState = 'joining';
+  private sendTimer: NodeJS.Timeout | undefined;
+  private rejoinTimer: NodeJS.Timeout | undefined;
+  /** View changes installed here, with how long each took from the first wedge (ms). */
+  readonly viewChangeTimes_ms: number[] = [];
+  private wedgedAt_ms = 0;
+
+  private constructor(opts: GroupMemberOptions, fabric: Fabric) {
+    this.opts = opts;
+    this.self = opts.self;
+    this.log = opts.log;
+    this.fabric = fabric;
+  }
+
+  static async start(opts: GroupMemberOptions): Promise<GroupMember> {
+    validatePolicies(opts.types);
+    for (const t of opts.types) if (opts.handlers[t.type] === undefined) throw new TempestError('ERR_SUBGROUP_POLICY', `no handlers for subgroup type "${t.type}"`);
+    const fabric = Fabric.open({
+      provider: opts.provider,
+      domain: opts.domain,
+      ip: opts.self.ip,
+      port: opts.self.fabric_port,
+      tx_depth: opts.tx_depth,
+      rx_depth: opts.rx_depth,
+      log: opts.log.child({ layer: 'transport' }),
+    });
+    const gm = new GroupMember(opts, fabric);
+    try {
+      gm.control = await ControlServer.listen(opts.self.ip, opts.self.gms_port, 'gms_port', (req, reply, closed) => gm.onControl(req, reply, closed), opts.log);
+      gm.transfer = await StateTransferServer.listen(opts.self.ip, opts.self.state_transfer_port, opts.log);
+      gm.sendTimer = setInterval(() => gm.expireSends(), Math.max(10, Math.min(1000, opts.heartbeat_ms))).unref();
+      const isLeader = opts.leader.ip === opts.self.ip && opts.leader.gms_port === opts.self.gms_port;
+      if (isLeader) await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
+      else await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
+      return gm;
+    } catch (err) {
+      await gm.close();
+      throw err;
+    }
+  }
+
+  // ---- what the layers above use ------------------------------------------------------------
+
+  get view(): View | null {
+    return this.current?.view ?? null;
+  }
+
+  summary(): ViewSummary | null {
+    const v = this.current;
+    if (v === null) return null;
+    const leaderRank = v.core?.leaderRank() ?? 0;
+    return summarize(v.view, v.view.members[leaderRank]?.id);
+  }
+
+  /** Called after every view installed here (and once now if a view is installed). */
+  onView(fn: (v: ViewSummary) => void): void {
+    this.viewListeners.push(fn);
+    const s = this.summary();
+    if (s !== null) fn(s);
+  }
+
+  /** My shard of subgroup `subgroupIndex` of `type` in the current view, if any. */
+  myShard(type: string, subgroupIndex = 0): ShardRef | undefined {
+    const v = this.current?.view;
+    if (!v) return undefined;
+    return allShards(v.layout).find((r) => v.layout.subgroups[r.subgroup]!.type === type && v.layout.subgroups[r.subgroup]!.index === subgroupIndex && r.members.includes(this.self.id));
+  }
+
+  /**
+   * Sends an ordered update to this member's shard of a subgroup; resolves once it is delivered
+   * here (every member of the shard received it). Waits (bounded) through view changes and
+   * inadequate views; refuses at once when this member is not with a majority.
+   */
+  send(type: string, subgroupIndex: number, payload: Buffer): Promise<void> {
+    if (this.state === 'closed') return Promise.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
+    if (this.state !== 'member') return Promise.reject(this.noQuorumError());
+    if (payload.length > this.opts.multicast.max_payload_size) {
+      return Promise.reject(new TempestError('ERR_MULTICAST_TOO_LARGE', `an update of ${payload.length} bytes exceeds max_payload_size (${this.opts.multicast.max_payload_size} bytes)`));
+    }
+    const ref = this.myShard(type, subgroupIndex);
+    const key = ref ? shardKey(ref.subgroup, ref.shard) : `${type}#${subgroupIndex}`;
+    let box = this.outboxes.get(key);
+    if (box === undefined) this.outboxes.set(key, (box = []));
+    const max = this.opts.max_pending_sends ?? 4 * this.opts.multicast.window_size;
+    if (box.length >= max) return Promise.reject(new TempestError('ERR_MEMBERSHIP_BACKPRESSURE', `${box.length} updates already wait for delivery in this shard`));
+    if (ref === undefined && this.current !== null && this.lastLayout !== null && this.current.view.layout.subgroups.length > 0) {
+      return Promise.reject(new TempestError('ERR_NOT_SHARD_MEMBER', `member ${this.self.id} is not in a shard of ${type}[${subgroupIndex}]`));
+    }
+    return new Promise<void>((resolve, reject) => {
+      box!.push({ payload, resolve, reject, deadline_ms: Date.now() + (this.opts.send_timeout_ms ?? 30_000), submitted: false, submittedIn: -1 });
+      this.pumpOutbox(key);
+    });
+  }
+
+  /** Leaves the group gracefully: waits (bounded) for our updates to be delivered, then asks to leave. */
+  async leave(timeout_ms = 30_000): Promise<void> {
+    const deadline = Date.now() + timeout_ms;
+    while ([...this.outboxes.values()].some((b) => b.length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const v = this.current;
+    if (v?.core && this.state === 'member') {
+      v.core.requestLeave();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.leaveResolver = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+    await this.close();
+  }
+
+  private leaveResolver: (() => void) | null = null;
+
+  /** Resolves when a view with id > vid is installed here (bounded). */
+  waitForView(predicate: (v: ViewSummary) => boolean, timeout_ms: number): Promise<ViewSummary> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const s = this.summary();
+        if (s !== null && this.state === 'member' && predicate(s)) {
+          clearTimeout(timer);
+          resolve(s);
+          return true;
+        }
+        return false;
+      };
+      const timer = setTimeout(() => {
+        const i = this.viewWaiters.indexOf(waiter);
+        if (i >= 0) this.viewWaiters.splice(i, 1);
+        reject(new TempestError('ERR_MEMBERSHIP_TIMEOUT', `no such view within ${timeout_ms} ms (now ${JSON.stringify(this.summary())})`));
+      }, timeout_ms);
+      const waiter = () => {
+        if (!check()) this.viewWaiters.push(waiter);
+      };
+      waiter();
+    });
+  }
+
+  // ---- the outbox ----------------------------------------------------------------------------
+
+  private noQuorumError(): TempestError {
+    return new TempestError('ERR_NO_QUORUM', `member ${this.self.id} is not in a view with a majority of the group (${this.state}); updates are refused until it rejoins`);
+  }
+
+  private pumpOutbox(key: string): void {
+    const box = this.outboxes.get(key);
+    const v = this.current;
+    if (!box || box.length === 0 || v === null || this.changing || this.state !== 'member' || v.core?.changing) return;
+    const [sg, sh] = key.split('/').map(Number);
+    if (sh === undefined || Number.isNaN(sh)) return; // no shard yet (inadequate view): wait
+    const ref = allShards(v.view.layout).find((r) => r.subgroup === sg && r.shard === sh);
+    const rt = ref ? v.shardGroup(ref.global) : undefined;
+    if (!rt || this.awaitingState.has(key)) return;
+    const group = rt.group;
+    if (group === null || !rt.agreed) {
+      void rt.ready?.then(() => this.pumpOutbox(key), () => {});
+      return;
+    }
+    const vid = v.view.vid;
+    const limit = 4 * this.opts.multicast.window_size;
+    let submitted = 0;
+    for (const o of box) {
+      if (o.submitted) {
+        submitted++;
+        continue;
+      }
+      if (submitted >= limit) break;
+      o.submitted = true;
+      o.submittedIn = vid;
+      submitted++;
+      group.send(o.payload).catch((err: TempestError) => {
+        // Wedged or closed before it went out: it goes again in the next view.
+        if (err.code === 'ERR_MULTICAST_WEDGED' || err.code === 'ERR_MULTICAST_CLOSED') {
+          if (o.submittedIn === vid) o.submitted = false;
+        } else {
+          const i = box.indexOf(o);
+          if (i >= 0) box.splice(i, 1);
+          o.reject(err);
+        }
+      });
+    }
+  }
+
+  /** Our own update was delivered: the oldest outgoing one of that shard is acknowledged. */
+  private ownDelivered(ref: ShardRef): void {
+    const box = this.outboxes.get(shardKey(ref.subgroup, ref.shard));
+    const o = box?.shift();
+    assert(o !== undefined && o.submitted, 'our deliveries match our sends in order');
+    o.resolve();
+  }
+
+  private expireSends(): void {
+    const now = Date.now();
+    for (const [key, box] of this.outboxes) {
+      for (let i = 0; i < box.length; i++) {
+        const o = box[i]!;
+        if (o.submitted || o.deadline_ms > now) continue;
+        box.splice(i--, 1);
+        o.reject(new TempestError('ERR_MEMBERSHIP_TIMEOUT', `update not sent within its deadline (view ${this.current?.view.vid ?? 'none'}${this.current?.view.layout.subgroups.length === 0 ? ', inadequately provisioned' : ''})`));
+      }
+      if (box.length > 0) this.pumpOutbox(key);
+    }
+    // A shard key without a layout yet (inadequate view) may now have a shard.
+    for (const key of [...this.outboxes.keys()]) {
+      if (!key.includes('#')) continue;
+      const [type, idx] = key.split('#');
+      const ref = this.myShard(type!, Number(idx));
+      if (!ref) continue;
+      const box = this.outboxes.get(key)!;
+      this.outboxes.delete(key);
+      const target = shardKey(ref.subgroup, ref.shard);
+      this.outboxes.set(target, [...(this.outboxes.get(target) ?? []), ...box]);
+      this.pumpOutbox(target);
+    }
+  }
+
+  private failOutboxes(err: () => TempestError): void {
+    for (const box of this.outboxes.values()) {
+      for (const o of box.splice(0)) {
+        o.reject(
+          o.submitted
+            ? new TempestError('ERR_MEMBERSHIP_OUTCOME_UNKNOWN', `${err().message}; this update was in flight and may have been delivered by the others`)
+            : err(),
+        );
+      }
+    }
+  }
+
+  // ---- control plane -------------------------------------------------------------------------
+
+  private onControl(req: Record<string, unknown>, reply: (a: unknown) => void, closed: Promise<void>): void {
+    if (req.type === 'hello') {
+      const vid = Number(req.vid);
+      if (this.hello !== null && this.hello.vid === vid) reply({ type: 'hello', hello: this.hello });
+      else reply({ type: 'not_ready', vid: this.hello?.vid ?? -1 });
+      return;
+    }
+    if (req.type === 'status') {
+      reply({ type: 'status', state: this.state, view: this.summary() });
+      return;
+    }
+    if (req.type !== 'join' || !isMemberInfo(req.member)) {
+      reply({ type: 'error', reason: `unknown or malformed request "${String(req.type)}"` });
+      return;
+    }
+    const member = req.member;
+    const v = this.current;
+    const core = v?.core;
+    if (v === null || !core || this.state !== 'member') {
+      reply({ type: 'retry', reason: `member ${this.self.id} is ${this.state}` });
+      return;
+    }
+    const leaderRank = core.leaderRank();
+    if (leaderRank !== v.view.members.findIndex((m) => m.id === this.self.id)) {
+      const leader = v.view.members[leaderRank]!;
+      reply({ type: 'redirect', leader: { ip: leader.ip, gms_port: leader.gms_port } });
+      return;
+    }
+    if (!core.hasQuorum()) {
+      reply({ type: 'retry', reason: 'the leader has no majority' });
+      return;
+    }
+    const old = this.pendingJoins.get(member.id);
+    old?.reply({ type: 'retry', reason: 'superseded by a newer join request' });
+    if (this.pendingJoins.size >= MAX_JOINS_PER_VIEW * 4 && old === undefined) {
+      reply({ type: 'retry', reason: 'too many joins pending' });
+      return;
+    }
+    this.pendingJoins.set(member.id, { member, reply });
+    void closed.then(() => {
+      if (this.pendingJoins.get(member.id)?.reply === reply) this.pendingJoins.delete(member.id);
+    });
+    // A new incarnation of a current member: the old one is gone (or has given up on this view).
+    const rank = v.view.members.findIndex((m) => m.id === member.id);
+    if (rank >= 0) v.detector?.suspectNow(rank, 'a new incarnation asked to join');
+    this.log.info({ joiner: member.id }, 'join request');
+    this.offerJoins();
+    this.step();
+  }
+
+  private offerJoins(): void {
+    const core = this.current?.core;
+    if (!core || core.changing) return;
+    const members = new Set(this.current!.view.members.map((m) => m.id));
+    const joins = [...this.pendingJoins.values()].filter((j) => !members.has(j.member.id) || core.suspects(this.current!.view.members.findIndex((m) => m.id === j.member.id)));
+    if (joins.length > 0) core.setPendingJoins(joins.slice(0, MAX_JOINS_PER_VIEW).map((j) => encodeMember(j.member)));
+  }
+
+  /** Asks to be admitted until welcomed or the deadline passes. */
+  private async joinLoop(deadline: number, contacts: { ip: string; gms_port: number }[]): Promise<void> {
+    let lastError = 'no attempt';
+    let i = 0;
+    while (Date.now() < deadline && this.state !== 'closed') {
+      let target = contacts[i++ % contacts.length]!;
+      for (let hop = 0; hop < MAX_REDIRECTS && Date.now() < deadline; hop++) {
+        let answer: Record<string, unknown>;
+        try {
+          answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: this.self }, Math.max(100, deadline - Date.now()));
+        } catch (err) {
+          lastError = `${target.ip}:${target.gms_port}: ${(err as Error).message}`;
+          break;
+        }
+        if (answer.type === 'redirect') {
+          target = answer.leader as typeof target;
+          continue;
+        }
+        if (answer.type === 'welcome') {
+          const view = answer.view as View;
+          this.lastLayout = null;
+          this.lastView = null;
+          await this.install(view, null, (answer.fetches as { subgroup: number; shard: number; source: number }[]) ?? []);
+          return;
+        }
+        lastError = `${target.ip}:${target.gms_port}: ${String(answer.reason ?? answer.type)}`;
+        break;
+      }
+      if ((this.state as MemberState) === 'closed') break;
+      await new Promise((r) => setTimeout(r, JOIN_RETRY_MS));
+    }
+    throw new TempestError('ERR_MEMBERSHIP_JOIN', `member ${this.self.id} was not admitted to the group: ${lastError}`);
+  }
+
+  // ---- view changes --------------------------------------------------------------------------
+
+  private allocate(ids: number[]): Layout | null {
+    const r = allocateLayout(this.opts.types, ids, this.lastLayout);
+    if (!r.ok) {
+      this.log.warn({ reason: r.reason }, 'view is inadequately provisioned: updates wait for more members');
+      return null;
+    }
+    return r.layout;
+  }
+
+  private step(): void {
+    const v = this.current;
+    if (v === null || v.core === null || this.changing || this.state !== 'member') return;
+    if (v.core.wedged && this.wedgedAt_ms === 0) this.wedgedAt_ms = performance.now();
+    const out = v.core.step();
+    if (v.core.wedged && this.wedgedAt_ms === 0) this.wedgedAt_ms = performance.now();
+    if (out === null) {
+      if (!v.core.changing) this.offerJoins();
+      return;
+    }
+    if (out.kind === 'decided') void this.onDecided(v, out.decision);
+    else if (out.kind === 'minority' || out.kind === 'excluded') this.lostMajority(out.kind === 'minority' ? `minority: ${out.live} of ${v.view.members.length} members reachable` : `excluded by member ${v.view.members[out.by]?.id}`);
+  }
+
+  private async onDecided(v: ViewInstance, d: Decision): Promise<void> {
+    this.changing = true;
+    const myRank = v.view.members.findIndex((m) => m.id === this.self.id);
+    if (!d.keep.includes(myRank)) {
+      this.changing = false;
+      this.leaveResolver?.();
+      if (this.leaveResolver) return;
+      this.lostMajority(`the next view (${v.view.vid + 1}) does not include this member`);
+      return;
+    }
+    // The view ended before our state arrived: the trim applies on top of it, so wait for it.
+    if (this.stateFetches !== null) await this.stateFetches;
+    if (this.awaitingState.size > 0 || this.state !== 'member') {
+      this.changing = false;
+      this.lostMajority(`view ${v.view.vid} ended without the state of shard(s) ${[...this.awaitingState].join(', ')}`);
+      return;
+    }
+    v.deliverTrim(d);
+    const joiners = d.joins.map(decodeMember);
+    const members = [...d.keep.map((r) => v.view.members[r]!), ...joiners];
+    const layout = this.allocate(members.map((m) => m.id));
+    const next: View = { vid: v.view.vid + 1, members, layout: layout ?? { subgroups: [] } };
+    // Offer state for every shard that gains members, if we are its designated source.
+    const newcomers = this.newcomerShards(v.view, next);
+    for (const { ref, source } of newcomers) {
+      if (source !== this.self.id) continue;
+      const type = next.layout.subgroups[ref.subgroup]!.type;
+      const prev = this.previousShardOf(v.view, next, ref)!;
+      this.transfer!.offer(next.vid, ref.subgroup, ref.shard, this.opts.handlers[type]!.getState(prev.subgroup, prev.shard));
+    }
+    for (const j of joiners) {
+      const p = this.pendingJoins.get(j.id);
+      if (p) {
+        this.pendingJoins.delete(j.id);
+        const fetches = newcomers.filter((n) => n.newcomers.includes(j.id) && n.source !== null).map((n) => ({ subgroup: n.ref.subgroup, shard: n.ref.shard, source: n.source }));
+        p.reply({ type: 'welcome', view: next, fetches });
+      }
+    }
+    try {
+      await this.install(next, v, null);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'installing the next view failed');
+      this.lostMajority(`could not install view ${next.vid}: ${(err as Error).message}`);
+    }
+  }
+
+  /** The shard of the previous layout that `ref` (in next) continues: same type, subgroup index and shard index. */
+  private previousShardOf(prevView: View, next: View, ref: ShardRef): ShardRef | undefined {
+    const sg = next.layout.subgroups[ref.subgroup]!;
+    return allShards(prevView.layout.subgroups.length > 0 ? prevView.layout : this.lastLayout).find((p) => {
+      const psg = (prevView.layout.subgroups.length > 0 ? prevView.layout : this.lastLayout)!.subgroups[p.subgroup]!;
+      return psg.type === sg.type && psg.index === sg.index && p.shard === ref.shard;
+    });
+  }
+
+  /** Shards of `next` with members who did not hold them in `prev`, and who sends them the state. */
+  private newcomerShards(prev: View, next: View): { ref: ShardRef; newcomers: number[]; source: number | null }[] {
+    const out: { ref: ShardRef; newcomers: number[]; source: number | null }[] = [];
+    for (const ref of allShards(next.layout)) {
+      const before = this.previousShardOf(prev, next, ref);
+      const had = new Set(before?.members ?? []);
+      const newcomers = ref.members.filter((id) => !had.has(id));
+      if (newcomers.length === 0) continue;
+      const source = ref.members.find((id) => had.has(id)) ?? null;
+      out.push({ ref, newcomers, source });
+    }
+    return out;
+  }
+
+  /**
+   * Installs `view`: prepares its tables, swaps hellos with every member (bounded), closes the
+   * previous view, fetches state for shards new to us, then resumes sending.
+   */
+  private async install(view: View, prev: ViewInstance | null, joinerFetches: { subgroup: number; shard: number; source: number }[] | null): Promise<void> {
+    const t0 = performance.now();
+    // Shards new to us wait for their state: a joiner is told its sources, a member works them out.
+    const fetches: { ref: ShardRef; source: number }[] = [];
+    const shards = allShards(view.layout);
+    if (joinerFetches !== null) {
+      for (const f of joinerFetches) {
+        const ref = shards.find((r) => r.subgroup === f.subgroup && r.shard === f.shard);
+        if (ref && ref.members.includes(this.self.id)) fetches.push({ ref, source: f.source });
+      }
+    } else if (this.lastView !== null) {
+      for (const n of this.newcomerShards(this.lastView, view)) if (n.newcomers.includes(this.self.id) && n.source !== null) fetches.push({ ref: n.ref, source: n.source });
+    }
+    const inst = new ViewInstance({
+      fabric: this.fabric,
+      view,
+      self: this.self,
+      multicast: this.opts.multicast,
+      heartbeat_ms: this.opts.heartbeat_ms,
+      timeout_ms: this.opts.timeout_ms,
+      send_timeout_ms: this.opts.send_timeout_ms ?? 30_000,
+      maxJoins: MAX_JOINS_PER_VIEW,
+      requireMajority: this.opts.require_majority ?? true,
+      onChange: () => this.step(),
+      onDeliver: (ref, sender, index, payload) => this.deliver(view.vid, ref, sender, index, payload),
+      log: this.log.child({ layer: 'membership', vid: view.vid }),
+    });
+    this.hello = { vid: view.vid, id: this.self.id, provider: this.fabric.provider, address: this.fabric.address().toString('base64'), regions: inst.helloRegions() };
+    let hellos: Awaited<ReturnType<GroupMember['exchangeHellos']>>;
+    try {
+      hellos = await this.exchangeHellos(view, 3 * this.opts.timeout_ms);
+    } catch (err) {
+      inst.close();
+      throw err;
+    }
+    prev?.close();
+    if ((this.state as MemberState) === 'closed') {
+      inst.close();
+      return;
+    }
+    // Whatever is still in an outbox was not delivered in the old view (delivered updates were
+    // acknowledged during the trim): all of it goes again, in order, in this one.
+    for (const box of this.outboxes.values()) for (const o of box) o.submitted = false;
+    this.current = inst;
+    this.lastView = view;
+    if (view.layout.subgroups.length > 0) this.lastLayout = view.layout;
+    this.state = 'member';
+    for (const f of fetches) this.awaitingState.add(shardKey(f.ref.subgroup, f.ref.shard));
+    inst.connect(hellos);
+    for (const f of fetches) inst.shardGroup(f.ref.global)?.group?.holdDeliveries();
+    this.changing = false;
+    const took = this.wedgedAt_ms === 0 ? 0 : performance.now() - this.wedgedAt_ms;
+    if (prev !== null) this.viewChangeTimes_ms.push(took);
+    this.wedgedAt_ms = 0;
+    const summary = this.summary()!;
+    this.log.info({ vid: view.vid, members: view.members.map((m) => m.id), layout: summary.layout_text, install_ms: Math.round(performance.now() - t0), change_ms: Math.round(took) }, 'view installed');
+    for (const fn of this.viewListeners) fn(summary);
+    for (const w of this.viewWaiters.splice(0)) w();
+    const fetching = Promise.all(fetches.map((f) => this.fetchShardState(view, f.ref, f.source))).then(() => {});
+    this.stateFetches = fetching;
+    await fetching;
+    if (this.stateFetches === fetching) this.stateFetches = null;
+    for (const key of this.outboxes.keys()) this.pumpOutbox(key);
+    this.step();
+  }
+
+  private async fetchShardState(view: View, ref: ShardRef, source: number): Promise<void> {
+    const key = shardKey(ref.subgroup, ref.shard);
+    const type = view.layout.subgroups[ref.subgroup]!.type;
+    let lastError: Error | null = null;
+    for (const id of [source]) {
+      const m = view.members.find((x) => x.id === id)!;
+      try {
+        const state = await fetchState(m.ip, m.state_transfer_port, view.vid, ref.subgroup, ref.shard, 10 * this.opts.timeout_ms);
+        this.opts.handlers[type]!.setState(ref.subgroup, ref.shard, state);
+        this.log.info({ vid: view.vid, subgroup: ref.subgroup, shard: ref.shard, from: id, size_bytes: state.length }, 'state received');
+        lastError = null;
+        break;
+      } catch (err) {
+        lastError = err as Error;
+      }
+    }
+    this.awaitingState.delete(key);
+    if (lastError !== null) {
+      this.log.error({ err: lastError.message }, 'state transfer failed: rejoining');
+      this.lostMajority(`state transfer failed: ${lastError.message}`);
+      return;
+    }
+    this.current?.shardGroup(ref.global)?.group?.releaseDeliveries();
+    this.pumpOutbox(key);
+  }
+
+  private async exchangeHellos(view: View, timeout_ms: number): Promise<Map<number, Hello & { address_fi: number }>> {
+    const deadline = Date.now() + timeout_ms;
+    const out = new Map<number, Hello & { address_fi: number }>();
+    await Promise.all(
+      view.members
+        .filter((m) => m.id !== this.self.id)
+        .map(async (m) => {
+          while (Date.now() < deadline && this.state !== 'closed') {
+            try {
+              const a = await controlRequest(m.ip, m.gms_port, { type: 'hello', vid: view.vid }, Math.max(50, Math.min(1000, deadline - Date.now())));
+              if (a.type === 'hello') {
+                const h = a.hello as Hello;
+                if (h.provider !== this.fabric.provider) throw new TempestError('ERR_TRANSPORT_PROVIDER_MISMATCH', `member ${m.id} runs libfabric provider "${h.provider}", this member "${this.fabric.provider}"`);
+                out.set(m.id, { ...h, address_fi: this.fabric.addPeer(Buffer.from(h.address, 'base64')) });
+                return;
+              }
+            } catch (err) {
+              if (err instanceof TempestError) throw err;
+            }
+            await new Promise((r) => setTimeout(r, HELLO_RETRY_MS));
+          }
+          this.log.warn({ member: m.id, vid: view.vid }, 'member did not answer the view hello; it will be suspected');
+        }),
+    );
+    return out;
+  }
+
+  private deliver(vid: number, ref: ShardRef, sender: number, index: number, payload: Buffer): void {
+    const type = this.current!.view.layout.subgroups[ref.subgroup]!.type;
+    this.opts.handlers[type]!.deliver({ subgroup: ref.subgroup, shard: ref.shard, sender, vid, index, payload });
+    if (sender === this.self.id) this.ownDelivered(ref);
+  }
+
+  /** We are on a minority side or were excluded: refuse updates and keep asking to rejoin. */
+  private lostMajority(reason: string): void {
+    if (this.state !== 'member') return;
+    this.log.warn({ reason }, 'not in a majority view: refusing updates and trying to rejoin');
+    this.state = 'rejoining';
+    this.changing = false;
+    this.failOutboxes(() => this.noQuorumError());
+    const last = this.current;
+    this.current?.close();
+    this.current = null;
+    this.hello = null;
+    for (const p of this.pendingJoins.values()) p.reply({ type: 'retry', reason: 'the leader lost its view' });
+    this.pendingJoins.clear();
+    const contacts = (last?.view.members ?? []).filter((m) => m.id !== this.self.id).map((m) => ({ ip: m.ip, gms_port: m.gms_port }));
+    contacts.push(this.opts.leader);
+    const attempt = () => {
+      if (this.state !== 'rejoining') return;
+      this.joinLoop(Date.now() + 10 * this.opts.timeout_ms, contacts).catch((err: Error) => {
+        this.log.debug({ err: err.message }, 'rejoin attempt failed; trying again');
+        this.rejoinTimer = setTimeout(attempt, JOIN_RETRY_MS);
+      });
+    };
+    attempt();
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    if (this.sendTimer !== undefined) clearInterval(this.sendTimer);
+    if (this.rejoinTimer !== undefined) clearTimeout(this.rejoinTimer);
+    this.failOutboxes(() => new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
+    for (const p of this.pendingJoins.values()) p.reply({ type: 'retry', reason: 'member closing' });
+    this.current?.close();
+    this.current = null;
+    await this.control?.close();
+    await this.transfer?.close();
+    this.fabric.close();
+  }
+}

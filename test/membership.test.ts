@@ -1,0 +1,158 @@
+/**
+ * Virtual-synchrony membership with real member processes on 127.0.0.1 (test/fixtures/
+ * group-process.ts): joins with state transfer, SIGKILL of a member and of the leader under
+ * continuous 1 KiB and 4 MiB traffic, restart with an empty state, and a sharded layout whose
+ * spare replaces a killed shard member with the shard's state. Every member's state is a running
+ * hash of what it delivered, so equal states mean equal delivered sequences.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { type Child, killAll, type Msg } from '../scripts/lib/child.js';
+import type { MemberInfo } from '../engine/membership/view.js';
+import { type GroupSpec, memberInfos, startMember } from './helpers/group.js';
+
+const TIMEOUT_MS = 1000;
+const MiB = 1024 * 1024;
+const ONE: GroupSpec = { types: [{ type: 'kv', policy: { kind: 'one_subgroup' } }], timeout_ms: TIMEOUT_MS, heartbeat_ms: 100, max_payload_size: 8 * MiB };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface ViewMsg {
+  vid: number;
+  members: { id: number }[];
+  leader: number;
+  layout: { type: string; index: number; shards: number[][] }[];
+}
+
+function viewOf(m: Msg): ViewMsg {
+  return m.view as ViewMsg;
+}
+
+function ids(v: ViewMsg): number[] {
+  return v.members.map((m) => m.id).sort((a, b) => a - b);
+}
+
+/** Starts the leader, then the others through it; resolves once the leader's view has them all. */
+async function startGroup(t: ExecutionContext, infos: MemberInfo[], spec: GroupSpec): Promise<Child[]> {
+  const procs: Child[] = [];
+  t.teardown(() => killAll(procs));
+  procs.push(startMember(infos[0]!, infos[0]!, spec));
+  await procs[0]!.waitType('ready', 30_000);
+  for (const info of infos.slice(1)) procs.push(startMember(info, infos[0]!, spec));
+  await Promise.all(procs.map((p) => p.waitType('ready', 60_000)));
+  await procs[0]!.waitFor((m) => m.type === 'view' && viewOf(m).members.length === infos.length, 60_000, `a view of ${infos.length}`);
+  return procs;
+}
+
+/** Waits until each of `procs` reports a view whose member ids are exactly `expected`; returns when each did (ms). */
+async function viewWith(procs: Child[], expected: number[], timeout_ms: number, since = 0): Promise<number[]> {
+  const t0 = Date.now();
+  return Promise.all(
+    procs.map(async (p) => {
+      await p.waitFor((m) => m.type === 'view' && viewOf(m).vid > since && JSON.stringify(ids(viewOf(m))) === JSON.stringify(expected), timeout_ms, `a view of {${expected.join(',')}}`);
+      return Date.now() - t0;
+    }),
+  );
+}
+
+async function states(procs: Child[]): Promise<Msg[]> {
+  for (const p of procs) p.inbox.splice(0, p.inbox.length, ...p.inbox.filter((m) => m.type !== 'state'));
+  for (const p of procs) p.send({ cmd: 'state' });
+  return Promise.all(procs.map((p) => p.waitType('state', 10_000)));
+}
+
+type ShardStates = Record<string, { count: number; chain: string }>;
+
+/** Stops traffic, lets deliveries settle, and checks every member holds the same state per shard. */
+async function assertEqualStates(t: ExecutionContext, procs: Child[], shardOf: (s: Msg) => string): Promise<Msg[]> {
+  for (const p of procs) p.send({ cmd: 'traffic', on: false });
+  await sleep(2000);
+  const st = await states(procs);
+  const first = (st[0]!.shards as ShardStates)[shardOf(st[0]!)]!;
+  t.true(first.count > 0, 'updates were delivered');
+  for (const s of st) {
+    const mine = (s.shards as ShardStates)[shardOf(s)];
+    t.is(s.anomalies, 0, `member ${String(s.member)} delivered every sender's updates in order, once: ${JSON.stringify(s.anomalyText)}`);
+    t.deepEqual({ count: mine?.count, chain: mine?.chain }, { count: first.count, chain: first.chain }, `member ${String(s.member)} has the same state as member ${String(st[0]!.member)}`);
+  }
+  return st;
+}
+
+test.serial('5 members under 1 KiB and 4 MiB traffic: SIGKILL a member, then the leader; survivors agree; a restarted member joins with equal state', async (t) => {
+  t.timeout(240_000);
+  const infos = await memberInfos(5);
+  const procs = await startGroup(t, infos, ONE);
+  for (const p of procs) p.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
+  await sleep(2000);
+
+  procs[3]!.kill('SIGKILL');
+  const afterMember = await viewWith([0, 1, 2, 4].map((i) => procs[i]!), [0, 1, 2, 4], 10_000);
+  t.log(`member 3 killed: survivors installed the next view after ${Math.max(...afterMember)} ms`);
+  t.true(Math.max(...afterMember) < 3 * TIMEOUT_MS, `view installed within 3 x timeout_ms (${Math.max(...afterMember)} ms)`);
+  await sleep(1500);
+
+  procs[0]!.kill('SIGKILL');
+  const afterLeader = await viewWith([1, 2, 4].map((i) => procs[i]!), [1, 2, 4], 10_000);
+  t.log(`leader killed: survivors installed the next view after ${Math.max(...afterLeader)} ms`);
+  t.true(Math.max(...afterLeader) < 3 * TIMEOUT_MS, `view installed within 3 x timeout_ms (${Math.max(...afterLeader)} ms)`);
+  await sleep(1000);
+
+  // Member 3 comes back with nothing: it asks member 4 (not the leader), is redirected, and gets the state.
+  procs[3] = startMember(infos[3]!, infos[4]!, ONE);
+  await procs[3].waitType('ready', 30_000);
+  await viewWith([1, 2, 3, 4].map((i) => procs[i]!), [1, 2, 3, 4], 15_000);
+  procs[3].send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
+  await sleep(1500);
+  const live = [1, 2, 3, 4].map((i) => procs[i]!);
+  const st = await assertEqualStates(t, live, () => '0/0');
+  const acked = st.reduce((n, s) => n + (s.counters as { acked: number }).acked, 0);
+  t.log(`${(st[0]!.shards as ShardStates)['0/0']!.count} updates delivered by every survivor; ${acked} acknowledged to senders`);
+  for (const s of st) t.is((s.counters as { unknown: number }).unknown, 0, 'no update failed on a survivor');
+});
+
+test.serial('2 shards x 3 members over 7 nodes: the spare replaces a killed shard member and receives the shard state', async (t) => {
+  t.timeout(240_000);
+  const spec: GroupSpec = { ...ONE, types: [{ type: 'kv', policy: { kind: 'even_sharding', shards: 2, members_per_shard: 3 } }] };
+  const infos = await memberInfos(7);
+  // Start 6 first: shards {0,1,2} and {3,4,5}; then 6 joins as the spare.
+  const procs = await startGroup(t, infos.slice(0, 6), spec);
+  procs.push(startMember(infos[6]!, infos[0]!, spec));
+  await procs[6]!.waitType('ready', 30_000);
+  const full = viewOf(await procs[0]!.waitFor((m) => m.type === 'view' && viewOf(m).members.length === 7, 20_000, 'a view of 7'));
+  const r = full.members.map((m) => m.id); // rank order (the order members were admitted)
+  t.is(r[6], 6, 'the last to join is last in rank');
+  t.deepEqual(full.layout[0]!.shards, [r.slice(0, 3), r.slice(3, 6)], 'shards assigned in rank order; 6 is a spare');
+
+  for (const p of procs) p.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
+  await sleep(2000);
+  const victim = r[4]!;
+  procs[victim]!.kill('SIGKILL');
+  const rest = r.filter((id) => id !== victim);
+  const survivors = rest.map((i) => procs[i]!);
+  await viewWith(survivors, [...rest].sort((a, b) => a - b), 10_000);
+  const after = viewOf(survivors[0]!.inbox.filter((m) => m.type === 'view').at(-1)!);
+  t.deepEqual(after.layout[0]!.shards, [r.slice(0, 3), [r[3]!, r[5]!, 6]], 'survivors keep their roles; the spare takes the free place');
+  procs[6]!.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
+  await sleep(2000);
+
+  const shard0 = r.slice(0, 3);
+  const shard1 = [r[3]!, r[5]!, 6];
+  const shardKey = (s: Msg) => (shard0.includes(s.member as number) ? '0/0' : '0/1');
+  await assertEqualStates(t, shard0.map((i) => procs[i]!), shardKey);
+  const st = await assertEqualStates(t, shard1.map((i) => procs[i]!), shardKey);
+  t.true((st[2]!.shards as ShardStates)['0/1']!.count > 0, 'the spare holds shard 1 with its history');
+});
+
+test.serial('a graceful leave installs a view without the member and loses none of its updates', async (t) => {
+  t.timeout(120_000);
+  const infos = await memberInfos(3);
+  const procs = await startGroup(t, infos, ONE);
+  for (const p of procs) p.send({ cmd: 'traffic', on: true, large_every: 0, concurrency: 4 });
+  await sleep(1000);
+  procs[2]!.send({ cmd: 'traffic', on: false });
+  await procs[2]!.waitType('traffic-stopped', 10_000);
+  procs[2]!.send({ cmd: 'leave' });
+  await procs[2]!.waitType('left', 20_000);
+  await viewWith([procs[0]!, procs[1]!], [0, 1], 10_000);
+  const st = await assertEqualStates(t, [procs[0]!, procs[1]!], () => '0/0');
+  t.is(st.length, 2);
+});
