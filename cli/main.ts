@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { assertPortsBindable, loadConfig, splitArgv } from '../config/index.js';
 import { startNode, type NodeHandle } from '../engine/node.js';
+import { runUp } from './up.js';
 import { isTempestError } from '../engine/util/errors.js';
 import { layerLogger, type Logger } from '../engine/util/log.js';
 
@@ -85,7 +86,8 @@ function buildProgram(overrides: Overrides, appArgs: string[]): Command {
     .addHelpText('after', OVERRIDE_HELP)
     .action(async () => {
       process.stdout.write(UP_INTRO);
-      await runNode({ file: path.join(PACKAGE_ROOT, 'config', 'tempest.ini'), overrides, appArgs });
+      const code = await runUp({ packageRoot: PACKAGE_ROOT, overrides, log: layerLogger('cli') });
+      if (code !== 0) throw new Exit(code);
     });
 
   return program;
@@ -93,10 +95,11 @@ function buildProgram(overrides: Overrides, appArgs: string[]): Command {
 
 const UP_INTRO = `Tempest is a replicated, versioned file system and blob store after Cornell's Derecho:
 every byte is kept by several replicas that agree on one order of updates, every update is kept
-as a timestamped version, and any past moment can be read back as a consistent snapshot. For now
-this command runs one member with the default configuration (config/tempest.ini plus any
---SECTION/key=value overrides given); the 3-replica cluster, the HTTP API and the FUSE mount come
-with later work. Press Ctrl-C to stop it.
+as a timestamped version, and any past moment can be read back as a consistent snapshot.
+This starts the ready 3-member layout of config/local on 127.0.0.1 (data under ./data): node0
+starts the group and node1 and node2 join it; each prints a line once it is in a view. Kill one
+member (kill -9) and the others go on in a new view within about timeout_ms. The HTTP API and
+the FUSE mount come with later work. Press Ctrl-C to stop every member.
 
 `;
 

@@ -271,8 +271,12 @@ export class GmsCore {
   private triggered(live: readonly number[]): boolean {
     const t = this.t;
     if (live.length < this.n || this.pendingJoins.length > 0) return true;
+    // A leave alone changes the view only if the others would still be a majority: otherwise the
+    // leaver would be kept, and asking again in every view would change views forever.
+    const staying = live.filter((r) => t.get(r, Col.leaving) === 0).length;
+    const leaveGrantable = !this.majority || staying * 2 > this.n;
     for (const r of live) {
-      if (t.get(r, Col.leaving) || t.get(r, Col.change) || t.get(r, Col.wedged) || t.get(r, Col.prepare) || t.get(r, Col.prop)) return true;
+      if ((leaveGrantable && t.get(r, Col.leaving)) || t.get(r, Col.change) || t.get(r, Col.wedged) || t.get(r, Col.prepare) || t.get(r, Col.prop)) return true;
     }
     return false;
   }
@@ -288,7 +292,10 @@ export class GmsCore {
   /** Proposer rules; true when our row changed. */
   private propose(live: readonly number[]): boolean {
     const t = this.t;
-    const keep = live.filter((r) => t.get(r, Col.leaving) === 0);
+    // Leavers go only if the members staying are still a majority of this view; otherwise they
+    // stay for now (the next view must keep a majority of this one) and ask again there.
+    let keep = live.filter((r) => t.get(r, Col.leaving) === 0);
+    if (this.majority && keep.length * 2 <= this.n) keep = [...live];
     if (keep.length === 0 || (this.majority && keep.length * 2 <= this.n)) return false;
     const liveKey = live.join(',');
     // A member we counted on was suspected before the decision: begin a higher ballot.

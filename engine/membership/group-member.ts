@@ -10,7 +10,7 @@
  */
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
-import { Fabric } from '../transport/fabric.js';
+import { Fabric, type MemoryRegion } from '../transport/fabric.js';
 import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -18,7 +18,7 @@ import { ControlServer, controlRequest } from './control.js';
 import type { Decision } from './gms-core.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
-import { allShards, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
+import { allShards, EPOCHS, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
 
 /** What the layer above provides per subgroup type. */
 export interface SubgroupHandlers {
@@ -94,6 +94,8 @@ export class GroupMember {
   /** Shards whose state is still arriving here: deliveries wait. */
   private readonly awaitingState = new Set<string>();
   private changing = false;
+  /** Registrations of ended views, kept until their service ids come round again. */
+  private retired: { vid: number; regions: MemoryRegion[] }[] = [];
   /** State transfers of the current view still running. */
   private stateFetches: Promise<void> | null = null;
   state: MemberState = 'joining';
@@ -196,6 +198,7 @@ export class GroupMember {
     while ([...this.outboxes.values()].some((b) => b.length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const v = this.current;
     if (v?.core && this.state === 'member') {
+      this.leaving = true;
       v.core.requestLeave();
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.max(0, deadline - Date.now()));
@@ -209,6 +212,8 @@ export class GroupMember {
   }
 
   private leaveResolver: (() => void) | null = null;
+  /** leave() was called: every view we are still in is asked to let us go. */
+  private leaving = false;
 
   /** Resolves when a view with id > vid is installed here (bounded). */
   waitForView(predicate: (v: ViewSummary) => boolean, timeout_ms: number): Promise<ViewSummary> {
@@ -281,10 +286,13 @@ export class GroupMember {
 
   /** Our own update was delivered: the oldest outgoing one of that shard is acknowledged. */
   private ownDelivered(ref: ShardRef): void {
-    const box = this.outboxes.get(shardKey(ref.subgroup, ref.shard));
+    const key = shardKey(ref.subgroup, ref.shard);
+    const box = this.outboxes.get(key);
     const o = box?.shift();
     assert(o !== undefined && o.submitted, 'our deliveries match our sends in order');
     o.resolve();
+    // Room for one more in flight: hand over the next waiting update, if any.
+    if (box!.length > 0 && !box![box!.length - 1]!.submitted) queueMicrotask(() => this.pumpOutbox(key));
   }
 
   private expireSends(): void {
@@ -393,7 +401,9 @@ export class GroupMember {
       for (let hop = 0; hop < MAX_REDIRECTS && Date.now() < deadline; hop++) {
         let answer: Record<string, unknown>;
         try {
-          answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: this.self }, Math.max(100, deadline - Date.now()));
+          // Bounded per attempt: a leader that fails or loses its majority while holding our
+          // request never answers it, and a retry reaches whoever leads now.
+          answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: this.self }, Math.max(100, Math.min(deadline - Date.now(), 10 * this.opts.timeout_ms)));
         } catch (err) {
           lastError = `${target.ip}:${target.gms_port}: ${(err as Error).message}`;
           break;
@@ -546,16 +556,23 @@ export class GroupMember {
     this.hello = { vid: view.vid, id: this.self.id, provider: this.fabric.provider, address: this.fabric.address().toString('base64'), regions: inst.helloRegions() };
     let hellos: Awaited<ReturnType<GroupMember['exchangeHellos']>>;
     try {
-      hellos = await this.exchangeHellos(view, 3 * this.opts.timeout_ms);
+      // Members the old view already suspects (a value decided before they failed) are not
+      // waited for: they are suspected at once in this view, which then changes again.
+      const dead = new Set<number>();
+      if (prev?.core) prev.view.members.forEach((m, r) => prev.core!.suspects(r) && dead.add(m.id));
+      hellos = await this.exchangeHellos(view, 3 * this.opts.timeout_ms, dead);
     } catch (err) {
-      inst.close();
+      this.retire(view.vid, inst.close());
       throw err;
     }
-    prev?.close();
+    if (prev) this.retire(prev.view.vid, prev.close());
     if ((this.state as MemberState) === 'closed') {
       inst.close();
       return;
     }
+    // Registrations of views EPOCHS - 1 older than this one can go: their service ids come next.
+    for (const r of this.retired.filter((x) => x.vid <= view.vid - (EPOCHS - 1))) for (const m of r.regions) this.fabric.deregister(m);
+    this.retired = this.retired.filter((x) => x.vid > view.vid - (EPOCHS - 1));
     // Whatever is still in an outbox was not delivered in the old view (delivered updates were
     // acknowledged during the trim): all of it goes again, in order, in this one.
     for (const box of this.outboxes.values()) for (const o of box) o.submitted = false;
@@ -579,6 +596,8 @@ export class GroupMember {
     await fetching;
     if (this.stateFetches === fetching) this.stateFetches = null;
     for (const key of this.outboxes.keys()) this.pumpOutbox(key);
+    // Kept in this view although we asked to leave (the others needed us for a majority): ask again.
+    if (this.leaving) inst.core?.requestLeave();
     this.step();
   }
 
@@ -608,12 +627,12 @@ export class GroupMember {
     this.pumpOutbox(key);
   }
 
-  private async exchangeHellos(view: View, timeout_ms: number): Promise<Map<number, Hello & { address_fi: number }>> {
+  private async exchangeHellos(view: View, timeout_ms: number, dead: ReadonlySet<number>): Promise<Map<number, Hello & { address_fi: number }>> {
     const deadline = Date.now() + timeout_ms;
     const out = new Map<number, Hello & { address_fi: number }>();
     await Promise.all(
       view.members
-        .filter((m) => m.id !== this.self.id)
+        .filter((m) => m.id !== this.self.id && !dead.has(m.id))
         .map(async (m) => {
           while (Date.now() < deadline && this.state !== 'closed') {
             try {
@@ -641,6 +660,10 @@ export class GroupMember {
     if (sender === this.self.id) this.ownDelivered(ref);
   }
 
+  private retire(vid: number, regions: MemoryRegion[]): void {
+    if (regions.length > 0) this.retired.push({ vid, regions });
+  }
+
   /** We are on a minority side or were excluded: refuse updates and keep asking to rejoin. */
   private lostMajority(reason: string): void {
     if (this.state !== 'member') return;
@@ -649,7 +672,7 @@ export class GroupMember {
     this.changing = false;
     this.failOutboxes(() => this.noQuorumError());
     const last = this.current;
-    this.current?.close();
+    if (last) this.retire(last.view.vid, last.close());
     this.current = null;
     this.hello = null;
     for (const p of this.pendingJoins.values()) p.reply({ type: 'retry', reason: 'the leader lost its view' });

@@ -13,16 +13,22 @@ import type { Layout } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { type Fabric, type MemoryRegion } from '../transport/fabric.js';
 import { StaticMesh } from '../transport/peer-mesh.js';
-import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type Decision, GmsCore, gmsColumns } from './gms-core.js';
 import type { MemberInfo, View } from './view.js';
 
-/** Service ids: 8/9 for the membership table by parity, then 3 per shard per parity. */
+/**
+ * Service ids rotate over EPOCHS consecutive views: 8..11 for the membership table, then 3 per
+ * shard per epoch up to 127 (128 and up belong to applications). A view's registrations outlive
+ * it until its epoch comes round again (see close()), so a late write from a peer still in that
+ * view lands in memory nobody reads instead of hitting a closed key, which ofi_rxm answers by
+ * tearing down the whole connection.
+ */
+export const EPOCHS = 4;
 const GMS_SERVICE_BASE = 8;
 const SHARD_SERVICE_BASE = 16;
-export const MAX_SHARDS = 18;
+export const MAX_SHARDS = Math.floor((128 - SHARD_SERVICE_BASE) / (3 * EPOCHS));
 
 export type SharedMulticastSettings = Omit<MulticastSettings, 'name' | 'senders' | 'mode'>;
 
@@ -89,7 +95,7 @@ export class ViewInstance {
     this.log = opts.log;
     const { fabric, view, self } = opts;
     const ids = view.members.map((m) => m.id);
-    const parity = view.vid & 1;
+    const epoch = view.vid % EPOCHS;
     const shards = allShards(view.layout);
     if (shards.length > MAX_SHARDS) throw new TempestError('ERR_SUBGROUP_POLICY', `a layout has at most ${MAX_SHARDS} shards, not ${shards.length}`);
     for (const ref of shards) {
@@ -102,8 +108,9 @@ export class ViewInstance {
       members: ids,
       myId: self.id,
       columns: [...failureDetectorColumns(ids.length), ...gmsColumns(ids.length, this.slotRanks.length, opts.maxJoins)],
-      service: GMS_SERVICE_BASE + parity,
+      service: GMS_SERVICE_BASE + epoch,
       regionName: 'gms.sst',
+      onPeerError: (rank, message) => this.peerFailed(ids[rank]!, message),
       log: opts.log.child({ table: 'gms', vid: view.vid }),
     });
     try {
@@ -117,6 +124,7 @@ export class ViewInstance {
           columns: plan.columns,
           service: this.serviceOf(ref, 0),
           regionName: `s${ref.global}.sst`,
+          onPeerError: (rank, message) => this.peerFailed(ref.members[rank]!, message),
           log: opts.log.child({ table: `shard ${ref.global}`, vid: view.vid }),
         });
         const smcRegion = fabric.register(Buffer.alloc(Object.values(plan.regionSizes)[0]!));
@@ -129,7 +137,7 @@ export class ViewInstance {
   }
 
   private serviceOf(ref: ShardRef, which: 0 | 1 | 2): number {
-    return SHARD_SERVICE_BASE + ((this.view.vid & 1) * MAX_SHARDS + ref.global) * 3 + which;
+    return SHARD_SERVICE_BASE + ((this.view.vid % EPOCHS) * MAX_SHARDS + ref.global) * 3 + which;
   }
 
   private settingsFor(ref: ShardRef): MulticastSettings {
@@ -188,6 +196,7 @@ export class ViewInstance {
         member: host,
         send_timeout_ms: this.opts.send_timeout_ms,
         services: { smc: this.serviceOf(ref, 1), rdmc: this.serviceOf(ref, 2) },
+        onPeerError: (id, message) => this.peerFailed(id, message),
         log: this.log.child({ shard: ref.global }),
       });
       group.handle((sender, index, payload) => this.opts.onDeliver(ref, sender, index, payload));
@@ -207,7 +216,24 @@ export class ViewInstance {
     this.sst.push();
     detector.start();
     // The core also runs on a tick: a suspicion or a peer's silence changes nothing in the table.
-    this.ticker = setInterval(() => this.opts.onChange(), this.opts.heartbeat_ms);
+    this.ticker = setInterval(() => {
+      // Shard rows are pushed on every change; once per heartbeat as well, so a push lost with a
+      // torn-down connection is repaired.
+      for (const sh of this.shards) sh.sst.push();
+      this.opts.onChange();
+    }, this.opts.heartbeat_ms);
+  }
+
+  /**
+   * A write to a member failed: its connection is gone. As in Derecho, that member is suspected
+   * (a lost write cannot be repaired within the view); the next view resends what it lacked.
+   */
+  private peerFailed(id: number, message: string): void {
+    if (this.closed) return;
+    const rank = this.view.members.findIndex((m) => m.id === id);
+    if (rank < 0 || this.detector === null) return;
+    this.detector.suspectNow(rank, `a write to it failed: ${message}`);
+    this.opts.onChange();
   }
 
   /** The multicast of our shard `ref`, once its members agreed on settings. */
@@ -235,17 +261,23 @@ export class ViewInstance {
     }
   }
 
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Stops the view's tables, detector and multicasts and frees their service ids. Returns the
+   * memory registered for the view: the caller deregisters it EPOCHS - 1 views later.
+   */
+  close(): MemoryRegion[] {
+    if (this.closed) return [];
     this.closed = true;
     if (this.ticker !== undefined) clearInterval(this.ticker);
     this.detector?.stop();
+    const regions: MemoryRegion[] = [this.sst.region];
     for (const sh of this.shards) {
+      if (sh.group) regions.push(...sh.group.registeredRegions());
       sh.group?.close();
       sh.sst.close(true);
-      this.opts.fabric.deregister(sh.smcRegion);
+      regions.push(sh.sst.region, sh.smcRegion);
     }
     this.sst.close(true);
-    assert(this.closed, 'closed');
+    return regions;
   }
 }

@@ -29,12 +29,13 @@ export interface RdmcBufferSupplier {
   acquire(size_bytes: number, senderId: number): RdmcBuffer | null;
   /** Calls `fn` once, when a buffer has been released. */
   whenReleased(fn: () => void): void;
-  /** The group is closed (its view ended): free what was registered for it. */
+  /** The group is closed (its view ended): nothing more is handed out. */
   close?(): void;
 }
 
 export class SlabBufferPool implements RdmcBufferSupplier {
-  private readonly region: MemoryRegion;
+  /** The registered slab (its owner deregisters it once no peer can still write into it). */
+  readonly region: MemoryRegion;
   /** Free slot numbers per sender. */
   private readonly free = new Map<number, number[]>();
   private readonly waiters: (() => void)[] = [];
@@ -47,7 +48,7 @@ export class SlabBufferPool implements RdmcBufferSupplier {
    * written: pages a message never touches never become resident.
    */
   constructor(
-    private readonly fabric: Fabric,
+    fabric: Fabric,
     senderIds: readonly number[],
     readonly slots_per_sender: number,
     readonly slot_bytes: number,
@@ -72,7 +73,6 @@ export class SlabBufferPool implements RdmcBufferSupplier {
   }
 
   close(): void {
-    this.fabric.deregister(this.region);
     this.waiters.length = 0;
   }
 

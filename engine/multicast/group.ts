@@ -58,6 +58,8 @@ export interface MulticastOptions extends MulticastSettings {
   buffers?: RdmcBufferSupplier;
   /** Remote-write service ids of this group's SMC and RDMC traffic. */
   services?: { smc: number; rdmc: number };
+  /** A write to member `id` failed: its connection is gone (the membership layer suspects it). */
+  onPeerError?: (id: number, message: string) => void;
   log: Logger;
 }
 
@@ -254,6 +256,7 @@ export class MulticastGroup {
       targets,
       service: services.smc,
       onLanded: () => this.schedule(),
+      onPeerError: (rank, message) => opts.onPeerError?.(this.memberIds[rank]!, message),
       log: opts.log,
     });
     this.rdmc = new RdmcChannel({
@@ -273,6 +276,7 @@ export class MulticastGroup {
         this.schedule();
       },
       onIdle: () => this.schedule(),
+      onPeerError: (rank, message) => opts.onPeerError?.(this.memberIds[rank]!, message),
       log: opts.log,
     });
     // Peers' rows changed (or ours): absorb their counters and move on. Runs once per burst.
@@ -632,6 +636,11 @@ export class MulticastGroup {
       }
     }
     return out;
+  }
+
+  /** Memory this group registered itself (its default buffer pool), for the owner to retire. */
+  registeredRegions(): MemoryRegion[] {
+    return this.ownsBuffers && this.buffers instanceof SlabBufferPool ? [this.buffers.region] : [];
   }
 
   /** A joiner holds deliveries until it has the shard's state. */

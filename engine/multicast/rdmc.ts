@@ -51,6 +51,8 @@ export interface RdmcOptions {
   onBody: (s: number, k: number) => void;
   /** This member can start a new transfer for sender s. */
   onIdle: (s: number) => void;
+  /** A block write failed: its target's connection is gone (the membership layer suspects it). */
+  onPeerError?: (rank: number, message: string) => void;
   log: Logger;
 }
 
@@ -137,10 +139,13 @@ export class RdmcChannel {
       for (let s = 0; s < this.S; s++) this.remotes[r * this.S + s] = { base: 0, key: 0, length: 0 };
     }
     const handler: CompletionHandler = {
-      onCompletion: (_kind, tag) => this.blockWritten(tag),
+      onCompletion: (_kind, tag) => this.blockWritten(tag & 0xff),
       onError: (_kind, tag, err, message) => {
-        this.log.warn({ sender: tag, err, message }, 'RDMC block write failed');
-        this.blockWritten(tag);
+        // The block is lost with its connection; the transfer cannot finish in this view. Derecho
+        // treats a failed RDMA write as a failure of the peer: so do we, and the next view resends.
+        this.log.warn({ sender: tag & 0xff, target: tag >>> 8, err, message }, 'RDMC block write failed');
+        opts.onPeerError?.(tag >>> 8, message);
+        this.blockWritten(tag & 0xff);
       },
     };
     this.handlerId = this.fabric.addHandler(handler);
@@ -222,7 +227,7 @@ export class RdmcChannel {
       const len = Math.min(this.blockSize, t.size_bytes - off);
       const peer = this.peersByRank[rank]!;
       const imm = immediate(this.service, (s << 16) | b);
-      if (!this.fabric.write(peer.address, buffer.region, buffer.offset + off, len, remote, off, this.handlerId, s, imm)) {
+      if (!this.fabric.write(peer.address, buffer.region, buffer.offset + off, len, remote, off, this.handlerId, (rank << 8) | s, imm)) {
         this.fabric.whenCapacity(() => this.pump(s));
         return;
       }

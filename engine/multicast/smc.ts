@@ -39,6 +39,8 @@ export interface SmcOptions {
   service: number;
   /** More records of some sender are readable here (see landedCount). */
   onLanded: () => void;
+  /** A write to the member at `rank` failed: its connection is gone (the membership layer suspects it). */
+  onPeerError?: (rank: number, message: string) => void;
   log: Logger;
 }
 
@@ -121,6 +123,7 @@ export class SmcChannel {
         if (t && !t.failed) {
           t.failed = true;
           this.log.warn({ member: t.peer.id, err, message }, 'SMC write failed; no more records go to this member');
+          opts.onPeerError?.(tag, message);
         }
       },
     };

@@ -57,7 +57,9 @@ export class FailureDetector {
   tick(): void {
     const sst = this.sst;
     sst.increment('heartbeat');
-    sst.push('heartbeat');
+    // The whole row, not just the heartbeat: a push lost with a torn-down connection is then
+    // repaired within one heartbeat, for every column (the rows are small).
+    sst.push();
     const now = this.now_ms();
     for (let r = 0; r < sst.size; r++) {
       if (r === sst.myRank || this.suspectedRanks[r]) continue;

@@ -16,6 +16,10 @@ import { type ColumnLayout, type ColumnSpec, RowLayout } from './layout.js';
 import { type PredicateHandle, PredicateSet, type PredicateSpec } from './predicates.js';
 
 const WHOLE_ROW = 0xff;
+/** A push not completed after this long is taken as lost (its connection was torn down). */
+const PUSH_LOST_MS = 500;
+/** Delay before pushing again to a peer whose last push failed. */
+const PUSH_RETRY_MS = 20;
 
 export interface SstOptions {
   fabric: Fabric;
@@ -28,6 +32,8 @@ export interface SstOptions {
   service?: number;
   /** Name under which peers advertise this table's region (default "sst"). */
   regionName?: string;
+  /** A push to the member at `rank` failed: its connection is gone (the membership layer suspects it). */
+  onPeerError?: (rank: number, message: string) => void;
 }
 
 export class SharedStateTable {
@@ -44,6 +50,7 @@ export class SharedStateTable {
   private readonly fabric: Fabric;
   private readonly log: Logger;
   private readonly service: number;
+  private readonly onPeerError: SstOptions['onPeerError'];
   readonly regionName: string;
   /** Validated copy of every row (our own row is authoritative here); predicates read only this. */
   private readonly stable: Buffer;
@@ -58,6 +65,8 @@ export class SharedStateTable {
   /** Pushes in flight per [rank][group] (at most one) and whether another is owed after it. */
   private readonly pushBusy: Uint8Array;
   private readonly pushDirty: Uint8Array;
+  private readonly pushPostedAt_ms: Float64Array;
+  private readonly retryTimers: (NodeJS.Timeout | undefined)[];
   /** Peers we no longer push to (suspected failed). */
   private readonly frozen: Uint8Array;
   private evalScheduled = false;
@@ -66,6 +75,8 @@ export class SharedStateTable {
   rowUpdates = 0;
   /** Pushes refused as torn or stale and left to a newer push. */
   pushesSkipped = 0;
+  /** Pushes whose completion never came, given up on after PUSH_LOST_MS. */
+  pushesAbandoned = 0;
 
   constructor(opts: SstOptions) {
     this.layout = new RowLayout(opts.columns);
@@ -75,6 +86,7 @@ export class SharedStateTable {
     this.fabric = opts.fabric;
     this.log = opts.log;
     this.service = opts.service ?? Service.Sst;
+    this.onPeerError = opts.onPeerError;
     this.regionName = opts.regionName ?? 'sst';
     const n = this.members.length;
     const g = this.layout.groups.length;
@@ -85,6 +97,8 @@ export class SharedStateTable {
     this.ownSeq = new Float64Array(g);
     this.pushBusy = new Uint8Array(n * g);
     this.pushDirty = new Uint8Array(n * g);
+    this.pushPostedAt_ms = new Float64Array(n * g);
+    this.retryTimers = new Array(n).fill(undefined);
     this.frozen = new Uint8Array(n);
     // Peers may push before we attach (they finished connecting first): accept from the start.
     this.fabric.onRemoteWrite(this.service, (value) => this.received(value >>> 8, value & 0xff));
@@ -109,8 +123,15 @@ export class SharedStateTable {
     const handler: CompletionHandler = {
       onCompletion: (_kind, tag) => this.pushDone(tag),
       onError: (_kind, tag, err, message) => {
-        this.log.debug({ peer: this.members[Math.floor(tag / this.layout.groups.length)], err, message }, 'SST push failed');
+        // A connection being re-established refuses writes for a while: push again later (the
+        // latest values; the table converges, nothing is queued).
+        this.log.debug({ peer: this.members[Math.floor(tag / 256)], err, message }, 'SST push failed; retrying');
         this.pushDone(tag);
+        const rank = Math.floor(tag / 256);
+        if (!this.closed && !this.frozen[rank]) {
+          this.retryLater(rank);
+          this.onPeerError?.(rank, message);
+        }
       },
     };
     this.handlerId = this.fabric.addHandler(handler);
@@ -217,17 +238,38 @@ export class SharedStateTable {
       for (let gi = 0; gi < ng; gi++) this.sendGroup(rank, gi);
       return;
     }
-    for (let gi = 0; gi < ng; gi++) this.pushBusy[rank * ng + gi] = 1;
+    const now = performance.now();
+    for (let gi = 0; gi < ng; gi++) {
+      this.pushBusy[rank * ng + gi] = 1;
+      this.pushPostedAt_ms[rank * ng + gi] = now;
+    }
     this.post(rank, WHOLE_ROW, 0, this.layout.rowBytes);
+  }
+
+  private retryLater(rank: number): void {
+    if (this.retryTimers[rank] !== undefined) return;
+    this.retryTimers[rank] = setTimeout(() => {
+      this.retryTimers[rank] = undefined;
+      if (this.closed || this.frozen[rank] || this.mesh === null) return;
+      for (let gi = 0; gi < this.layout.groups.length; gi++) this.sendGroup(rank, gi);
+    }, PUSH_RETRY_MS);
   }
 
   private sendGroup(rank: number, gi: number): void {
     const slot = rank * this.layout.groups.length + gi;
     if (this.pushBusy[slot]) {
-      this.pushDirty[slot] = 1;
-      return;
+      // A push whose completion never came (its connection was torn down) is given up on, so
+      // one lost completion never silences a group for good; the seqlock makes a late one harmless.
+      if (performance.now() - this.pushPostedAt_ms[slot]! > PUSH_LOST_MS) {
+        this.pushesAbandoned++;
+        this.pushBusy[slot] = 0;
+      } else {
+        this.pushDirty[slot] = 1;
+        return;
+      }
     }
     this.pushBusy[slot] = 1;
+    this.pushPostedAt_ms[slot] = performance.now();
     const g = this.layout.groups[gi]!;
     this.post(rank, gi, g.offset, g.length);
   }
@@ -326,14 +368,15 @@ export class SharedStateTable {
   }
 
   /**
-   * Stops pushing and evaluating. With `release`, also frees the service id, the completion
-   * handler and the registration (a view's table; the member's own table lives until the fabric).
+   * Stops pushing and evaluating. With `release`, also frees the service id and the completion
+   * handler (a view's table). The registration stays: the owner retires it later, because a peer
+   * may still write into it (see membership/view-instance.ts).
    */
   close(release = false): void {
     this.closed = true;
+    for (const t of this.retryTimers) if (t !== undefined) clearTimeout(t);
     if (!release) return;
     this.fabric.offRemoteWrite(this.service);
     if (this.handlerId !== 0) this.fabric.removeHandler(this.handlerId);
-    this.fabric.deregister(this.region);
   }
 }

@@ -4,9 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { Child, freePorts } from '../../scripts/lib/child.js';
 import type { MemberInfo } from '../../engine/membership/view.js';
 import type { SubgroupTypeSpec } from '../../engine/subgroups/allocation.js';
-import type { GroupProcessArgs } from '../fixtures/group-process.js';
+import type { GroupProcessArgs } from '../../scripts/lib/group-process.js';
 
-export const GROUP_FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../fixtures/group-process.js');
+export const GROUP_FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../../scripts/lib/group-process.js');
 
 export async function memberInfos(n: number, firstId = 0, ip = '127.0.0.1'): Promise<MemberInfo[]> {
   const ports = await freePorts(4 * n);
