@@ -164,6 +164,14 @@ if (!avail.ok) {
       t.is(b.counters.acked, a.counters.acked, `member ${a.member}: no update acknowledged on the minority side`);
       t.is(b.shards['0/0']?.count, a.shards['0/0']?.count, `member ${a.member}: nothing delivered on the minority side`);
     }
+    // A new update on the minority side is refused at once, with the quorum error.
+    for (const i of MINORITY) procs[i]!.send({ cmd: 'send-one' });
+    for (const i of MINORITY) {
+      const r = await procs[i]!.waitFor((m) => m.type === 'sent-one', 5_000, 'the answer to one update');
+      t.false(r.ok as boolean, `member ${i}: an update on the minority side is refused`);
+      t.is(r.code, 'ERR_NO_QUORUM', `member ${i}: refused with ERR_NO_QUORUM (${String(r.message)})`);
+      t.true((r.ms as number) < 100, `member ${i}: refused at once (${Math.round(r.ms as number)} ms)`);
+    }
     t.log(`during the partition (1 s): ${during2.map((s, k) => `member ${s.member} ${s.state} acked +${s.counters.acked - during1[k]!.counters.acked}`).join(', ')}`);
 
     // 4. Heal: 3 and 4 rejoin.

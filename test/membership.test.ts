@@ -156,3 +156,31 @@ test.serial('a graceful leave installs a view without the member and loses none 
   const st = await assertEqualStates(t, [procs[0]!, procs[1]!], () => '0/0');
   t.is(st.length, 2);
 });
+
+test.serial('an inadequately provisioned view holds updates (bounded) until enough members join', async (t) => {
+  t.timeout(120_000);
+  const spec: GroupSpec = { ...ONE, types: [{ type: 'kv', policy: { kind: 'even_sharding', shards: 1, members_per_shard: 3 } }] };
+  const infos = await memberInfos(3);
+  const procs: Child[] = [];
+  t.teardown(() => killAll(procs));
+  procs.push(startMember(infos[0]!, infos[0]!, spec, { send_timeout_ms: 3000 }));
+  await procs[0]!.waitType('ready', 30_000);
+  // Alone, the shard of 3 cannot be formed: an update waits, then fails with a clear error.
+  procs[0]!.send({ cmd: 'send-one' });
+  const refused = await procs[0]!.waitType('sent-one', 10_000);
+  t.false(refused.ok);
+  t.is(refused.code, 'ERR_MEMBERSHIP_TIMEOUT');
+  t.regex(String(refused.message), /inadequately provisioned/);
+  t.true((refused.ms as number) >= 2900, `it waited its bound first (${Math.round(refused.ms as number)} ms)`);
+
+  // An update sent now waits for the joins and is delivered once the shard exists.
+  procs[0]!.inbox.length = 0;
+  procs[0]!.send({ cmd: 'send-one' });
+  await sleep(300);
+  procs.push(startMember(infos[1]!, infos[0]!, spec), startMember(infos[2]!, infos[0]!, spec));
+  const sent = await procs[0]!.waitType('sent-one', 10_000);
+  t.true(sent.ok, `delivered after the joins: ${JSON.stringify(sent)}`);
+  await viewWith(procs, [0, 1, 2], 10_000);
+  const st = await states(procs);
+  for (const s of st) t.is((s.shards as ShardStates)['0/0']?.count, 1, `member ${String(s.member)} delivered the update once`);
+});

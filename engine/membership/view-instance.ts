@@ -111,6 +111,7 @@ export class ViewInstance {
       service: GMS_SERVICE_BASE + epoch,
       regionName: 'gms.sst',
       onPeerError: (rank, message) => this.peerFailed(ids[rank]!, message),
+      peer_error_grace_ms: opts.timeout_ms,
       log: opts.log.child({ table: 'gms', vid: view.vid }),
     });
     try {
@@ -125,6 +126,7 @@ export class ViewInstance {
           service: this.serviceOf(ref, 0),
           regionName: `s${ref.global}.sst`,
           onPeerError: (rank, message) => this.peerFailed(ref.members[rank]!, message),
+          peer_error_grace_ms: opts.timeout_ms,
           log: opts.log.child({ table: `shard ${ref.global}`, vid: view.vid }),
         });
         const smcRegion = fabric.register(Buffer.alloc(Object.values(plan.regionSizes)[0]!));
@@ -197,6 +199,7 @@ export class ViewInstance {
         send_timeout_ms: this.opts.send_timeout_ms,
         services: { smc: this.serviceOf(ref, 1), rdmc: this.serviceOf(ref, 2) },
         onPeerError: (id, message) => this.peerFailed(id, message),
+        peer_error_grace_ms: this.opts.timeout_ms,
         log: this.log.child({ shard: ref.global }),
       });
       group.handle((sender, index, payload) => this.opts.onDeliver(ref, sender, index, payload));

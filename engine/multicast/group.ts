@@ -58,8 +58,9 @@ export interface MulticastOptions extends MulticastSettings {
   buffers?: RdmcBufferSupplier;
   /** Remote-write service ids of this group's SMC and RDMC traffic. */
   services?: { smc: number; rdmc: number };
-  /** A write to member `id` failed: its connection is gone (the membership layer suspects it). */
+  /** Writes to member `id` failed (small messages: for longer than the grace): its connection is gone. */
   onPeerError?: (id: number, message: string) => void;
+  peer_error_grace_ms?: number;
   log: Logger;
 }
 
@@ -257,6 +258,7 @@ export class MulticastGroup {
       service: services.smc,
       onLanded: () => this.schedule(),
       onPeerError: (rank, message) => opts.onPeerError?.(this.memberIds[rank]!, message),
+      peer_error_grace_ms: opts.peer_error_grace_ms,
       log: opts.log,
     });
     this.rdmc = new RdmcChannel({

@@ -79,6 +79,11 @@ export class RingSpace {
     return this.live;
   }
 
+  /** The k of the oldest live record (everything below is delivered everywhere). */
+  get oldestLive(): number {
+    return this.oldestK;
+  }
+
   /** The offset a record of `bytes` would take now, or -1 when it does not fit yet. */
   fit(bytes: number): number {
     assert(bytes <= this.layout.maxRecordBytes, 'record within the maximum');

@@ -18,6 +18,8 @@ import { RECORD_HEADER_BYTES, type RecordKind, type RingLayout, RingSpace } from
 
 /** Writes in flight to one receiver; more records wait and go together in the next write. */
 const MAX_WRITES_IN_FLIGHT = 2;
+/** Delay before writing again to a member whose write failed (its connection is being re-made). */
+const WRITE_RETRY_MS = 50;
 /** Largest single write, so one receiver is not starved while a long run goes to another. */
 const MAX_BATCH_BYTES = 256 * 1024;
 const SEQ_MASK = 0xffff;
@@ -39,8 +41,9 @@ export interface SmcOptions {
   service: number;
   /** More records of some sender are readable here (see landedCount). */
   onLanded: () => void;
-  /** A write to the member at `rank` failed: its connection is gone (the membership layer suspects it). */
+  /** Writes to the member at `rank` have failed for `peer_error_grace_ms`: its connection is gone. */
   onPeerError?: (rank: number, message: string) => void;
+  peer_error_grace_ms?: number;
   log: Logger;
 }
 
@@ -49,7 +52,11 @@ interface Target {
   /** Next record number to write to this target. */
   postedK: number;
   inFlight: number;
+  /** A write failed: writes resume (from the oldest live record) when `retry` fires. */
   failed: boolean;
+  retry: NodeJS.Timeout | undefined;
+  /** When writes to this member began failing (0: the last one succeeded). */
+  failingSince_ms: number;
 }
 
 export class SmcChannel {
@@ -65,6 +72,7 @@ export class SmcChannel {
   private readonly targets: Target[] = [];
   private readonly targetByRank: (Target | undefined)[] = [];
   private readonly onLanded: SmcOptions['onLanded'];
+  private readonly peerErrorGrace_ms: number;
   private readonly log: Logger;
   /** Our own ring's live records (sender side). */
   private readonly space: RingSpace;
@@ -93,6 +101,7 @@ export class SmcChannel {
     this.service = opts.service;
     this.window = opts.layout.window;
     this.onLanded = opts.onLanded;
+    this.peerErrorGrace_ms = opts.peer_error_grace_ms ?? 0;
     this.log = opts.log;
     assert(this.region.length >= this.S * this.layout.ringBytes, 'the region holds every ring');
     this.space = new RingSpace(this.layout, this.window);
@@ -112,7 +121,7 @@ export class SmcChannel {
           `member ${peer.id} has ${remote === undefined ? 'no' : `a ${remote.length}-byte`} SMC region "${this.regionName}", this member ${this.region.length} bytes: window_size, max_smc_payload_size or the senders differ`,
         );
       }
-      const t: Target = { peer, postedK: 0, inFlight: 0, failed: false };
+      const t: Target = { peer, postedK: 0, inFlight: 0, failed: false, retry: undefined, failingSince_ms: 0 };
       this.targets.push(t);
       this.targetByRank[rank] = t;
     }
@@ -120,10 +129,26 @@ export class SmcChannel {
       onCompletion: (_kind, tag) => this.written(tag),
       onError: (_kind, tag, err, message) => {
         const t = this.targetByRank[tag];
-        if (t && !t.failed) {
+        if (t === undefined) return;
+        t.inFlight--;
+        // Which records of the batch landed is unknown: once the connection is back, every live
+        // record is written again. Only live records: their place in the ring is not reused
+        // before every member has delivered them, so a repeat lands the same bytes where they
+        // were. Failing for longer than the grace, the member is reported (and suspected).
+        t.postedK = Math.min(t.postedK, this.space.oldestLive);
+        const now = performance.now();
+        if (t.failingSince_ms === 0) {
+          t.failingSince_ms = now;
+          this.log.warn({ member: t.peer.id, err, message }, 'SMC write failed; writing the live records again shortly');
+        }
+        if (now - t.failingSince_ms >= this.peerErrorGrace_ms) opts.onPeerError?.(tag, message);
+        if (t.retry === undefined && !this.closed) {
           t.failed = true;
-          this.log.warn({ member: t.peer.id, err, message }, 'SMC write failed; no more records go to this member');
-          opts.onPeerError?.(tag, message);
+          t.retry = setTimeout(() => {
+            t.retry = undefined;
+            t.failed = false;
+            this.postTo(t);
+          }, WRITE_RETRY_MS);
         }
       },
     };
@@ -204,6 +229,7 @@ export class SmcChannel {
 
   private postTo(t: Target): void {
     const base = this.ringBase(this.mySender);
+    if (t.postedK < this.space.oldestLive) t.postedK = this.space.oldestLive;
     while (!t.failed && !this.sendingStopped && t.inFlight < MAX_WRITES_IN_FLIGHT && t.postedK < this.committed) {
       const k0 = t.postedK;
       const start = this.space.offsetOf(k0);
@@ -228,6 +254,7 @@ export class SmcChannel {
     const t = this.targetByRank[rank];
     if (t === undefined) return;
     t.inFlight--;
+    t.failingSince_ms = 0;
     this.postTo(t);
   }
 
@@ -287,6 +314,7 @@ export class SmcChannel {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const t of this.targets) if (t.retry !== undefined) clearTimeout(t.retry);
     this.fabric.offRemoteWrite(this.service);
     this.fabric.removeHandler(this.handlerId);
   }

@@ -32,8 +32,13 @@ export interface SstOptions {
   service?: number;
   /** Name under which peers advertise this table's region (default "sst"). */
   regionName?: string;
-  /** A push to the member at `rank` failed: its connection is gone (the membership layer suspects it). */
+  /**
+   * Pushes to the member at `rank` have failed for `peer_error_grace_ms`: its connection is gone
+   * (the membership layer suspects it). A connection that libfabric re-makes within the grace
+   * (after a partition heals, say) costs nothing: pushes are retried and converge.
+   */
   onPeerError?: (rank: number, message: string) => void;
+  peer_error_grace_ms?: number;
 }
 
 export class SharedStateTable {
@@ -51,6 +56,9 @@ export class SharedStateTable {
   private readonly log: Logger;
   private readonly service: number;
   private readonly onPeerError: SstOptions['onPeerError'];
+  private readonly peerErrorGrace_ms: number;
+  /** Per rank: when pushes to it began failing (0: the last one succeeded). */
+  private readonly failingSince_ms: Float64Array;
   readonly regionName: string;
   /** Validated copy of every row (our own row is authoritative here); predicates read only this. */
   private readonly stable: Buffer;
@@ -87,6 +95,7 @@ export class SharedStateTable {
     this.log = opts.log;
     this.service = opts.service ?? Service.Sst;
     this.onPeerError = opts.onPeerError;
+    this.peerErrorGrace_ms = opts.peer_error_grace_ms ?? 0;
     this.regionName = opts.regionName ?? 'sst';
     const n = this.members.length;
     const g = this.layout.groups.length;
@@ -98,6 +107,7 @@ export class SharedStateTable {
     this.pushBusy = new Uint8Array(n * g);
     this.pushDirty = new Uint8Array(n * g);
     this.pushPostedAt_ms = new Float64Array(n * g);
+    this.failingSince_ms = new Float64Array(n);
     this.retryTimers = new Array(n).fill(undefined);
     this.frozen = new Uint8Array(n);
     // Peers may push before we attach (they finished connecting first): accept from the start.
@@ -121,7 +131,10 @@ export class SharedStateTable {
     }
     this.mesh = mesh;
     const handler: CompletionHandler = {
-      onCompletion: (_kind, tag) => this.pushDone(tag),
+      onCompletion: (_kind, tag) => {
+        this.failingSince_ms[Math.floor(tag / 256)] = 0;
+        this.pushDone(tag);
+      },
       onError: (_kind, tag, err, message) => {
         // A connection being re-established refuses writes for a while: push again later (the
         // latest values; the table converges, nothing is queued).
@@ -130,7 +143,9 @@ export class SharedStateTable {
         const rank = Math.floor(tag / 256);
         if (!this.closed && !this.frozen[rank]) {
           this.retryLater(rank);
-          this.onPeerError?.(rank, message);
+          const now = performance.now();
+          if (this.failingSince_ms[rank] === 0) this.failingSince_ms[rank] = now;
+          if (now - this.failingSince_ms[rank]! >= this.peerErrorGrace_ms) this.onPeerError?.(rank, message);
         }
       },
     };
