@@ -8,17 +8,12 @@ import test from 'ava';
 import { Col, GMS_GROUP, GmsCore, type GmsCoreOptions, type GmsOutcome, type GmsTable } from '../engine/membership/gms-core.js';
 import { OrderingCore, type OrderingOptions } from '../engine/multicast/ordering.js';
 import { membershipReplayCommand, runMembershipSimulation, type MembershipSimOptions, type MembershipSimResult } from './sim/membership-sim.js';
+import { assertNoFailures, endWithReplay, positiveInt } from './sim/seed-tests.js';
 
 const RUNS = positiveInt(process.env.TEMPEST_MEMBERSHIP_SIM_RUNS, 2000);
 const FIRST_SEED = positiveInt(process.env.TEMPEST_MEMBERSHIP_SIM_SEED, 1);
 /** Each mutant must be caught within this many seeds. */
 const MUTANT_SEEDS = 300;
-const FAILURES_SHOWN = 10;
-
-function positiveInt(text: string | undefined, fallback: number): number {
-  const n = text === undefined ? NaN : Number(text);
-  return Number.isSafeInteger(n) && n > 0 ? n : fallback;
-}
 
 // The pass test and the coverage test read the same runs; compute them once.
 let mainRuns: MembershipSimResult[] | undefined;
@@ -33,16 +28,9 @@ function mainResults(): MembershipSimResult[] {
   return mainRuns;
 }
 
-function failuresOf(results: readonly MembershipSimResult[]): string[] {
-  return results.flatMap((r) => (r.failure === undefined ? [] : [r.failure]));
-}
-
 test(`membership simulator: seeds ${FIRST_SEED}..${FIRST_SEED + RUNS - 1} keep virtual synchrony through crashes, joins, leaves and partitions`, (t) => {
   const results = mainResults();
-  const failures = failuresOf(results);
-  const seeds = results.filter((r) => !r.ok).map((r) => r.stats.seed);
-  const shown = failures.slice(0, FAILURES_SHOWN).join('\n');
-  t.deepEqual(seeds, [], `${failures.length} failing seeds: ${seeds.join(' ')}\n${shown}\nreplay one with: ${membershipReplayCommand(seeds[0] ?? FIRST_SEED)} --trace`);
+  assertNoFailures(t, results, membershipReplayCommand, FIRST_SEED);
   const total = (f: (r: MembershipSimResult) => number) => results.reduce((n, r) => n + f(r), 0);
   t.log(
     `${results.length} runs in ${(mainMs / 1000).toFixed(1)} s: ${total((r) => r.stats.faultsApplied)} faults applied (${total((r) => r.stats.crashes)} crashes, ` +
@@ -104,8 +92,8 @@ class HastyCore extends GmsCore {
   }
 }
 
-/** Shows the core each member's final received counts as the largest any member reported: the trim becomes a max. */
-function maxTrimTable(t: GmsTable): GmsTable {
+/** t with get() replaced: size, myRank, set and push go through to t. */
+function withGet(t: GmsTable, get: (rank: number, column: string, index?: number) => number): GmsTable {
   return {
     get size() {
       return t.size;
@@ -113,33 +101,28 @@ function maxTrimTable(t: GmsTable): GmsTable {
     get myRank() {
       return t.myRank;
     },
-    get(rank: number, column: string, index?: number): number {
-      if (column !== Col.fr) return t.get(rank, column, index);
-      let m = 0;
-      for (let r = 0; r < t.size; r++) m = Math.max(m, t.get(r, column, index));
-      return m;
-    },
+    get,
     set: (column: string, value: number, index?: number) => t.set(column, value, index),
     push: (group?: string) => t.push(group),
   };
 }
 
+/** Shows the core each member's final received counts as the largest any member reported: the trim becomes a max. */
+function maxTrimTable(t: GmsTable): GmsTable {
+  return withGet(t, (rank, column, index) => {
+    if (column !== Col.fr) return t.get(rank, column, index);
+    let m = 0;
+    for (let r = 0; r < t.size; r++) m = Math.max(m, t.get(r, column, index));
+    return m;
+  });
+}
+
 /** Phase 1 without waiting: every member seems to have promised the proposer's ballot already. */
 function promiseLiarTable(t: GmsTable): GmsTable {
-  return {
-    get size() {
-      return t.size;
-    },
-    get myRank() {
-      return t.myRank;
-    },
-    get(rank: number, column: string, index?: number): number {
-      const v = t.get(rank, column, index);
-      return column === Col.promised && rank !== t.myRank ? Math.max(v, t.get(t.myRank, Col.prepare)) : v;
-    },
-    set: (column: string, value: number, index?: number) => t.set(column, value, index),
-    push: (group?: string) => t.push(group),
-  };
+  return withGet(t, (rank, column, index) => {
+    const v = t.get(rank, column, index);
+    return column === Col.promised && rank !== t.myRank ? Math.max(v, t.get(t.myRank, Col.prepare)) : v;
+  });
 }
 
 /** Delivers what it holds itself, without waiting for the others (stability ignored). */
@@ -174,6 +157,6 @@ for (const mutant of MUTANTS) {
     t.log(`${failures.length} failing seeds by seed ${seed - 1}; caught by: ${(caught ?? failures[0] ?? 'nothing').slice(0, 300)}`);
     t.true(failures.length > 0, 'the checker let the mutant through');
     t.not(caught, undefined, `no failure names the expected check; first: ${failures[0]}`);
-    t.true(failures.every((f) => f.endsWith(membershipReplayCommand(Number(/^seed (\d+)/.exec(f)?.[1])))), 'each failure ends with its replay command');
+    t.true(endWithReplay(failures, membershipReplayCommand), 'each failure ends with its replay command');
   });
 }

@@ -6,17 +6,11 @@
 import test from 'ava';
 import { OrderingCore, type OrderingOptions } from '../engine/multicast/ordering.js';
 import { replayCommand, runSimulation, type SimOptions, type SimResult } from './sim/multicast-sim.js';
+import { assertNoFailures, endWithReplay, failuresOf, positiveInt } from './sim/seed-tests.js';
 
 const RUNS = positiveInt(process.env.TEMPEST_SIM_RUNS, 1000);
 const FIRST_SEED = positiveInt(process.env.TEMPEST_SIM_SEED, 1);
 const MUTANT_SEEDS = 300;
-/** Failing seeds quoted in full in an assertion message; the rest are counted. */
-const FAILURES_SHOWN = 10;
-
-function positiveInt(text: string | undefined, fallback: number): number {
-  const n = text === undefined ? NaN : Number(text);
-  return Number.isSafeInteger(n) && n > 0 ? n : fallback;
-}
 
 function runSeeds(first: number, count: number, opts: SimOptions = {}): SimResult[] {
   const results: SimResult[] = [];
@@ -31,16 +25,9 @@ function mainResults(): SimResult[] {
   return mainRuns;
 }
 
-function failuresOf(results: readonly SimResult[]): string[] {
-  return results.flatMap((r) => (r.failure === undefined ? [] : [r.failure]));
-}
-
 test(`simulator: seeds ${FIRST_SEED}..${FIRST_SEED + RUNS - 1} keep order, FIFO, stability, window and liveness`, (t) => {
   const results = mainResults();
-  const failures = failuresOf(results);
-  const seeds = results.filter((r) => !r.ok).map((r) => r.stats.seed);
-  const shown = failures.slice(0, FAILURES_SHOWN).join('\n');
-  t.deepEqual(seeds, [], `${failures.length} failing seeds: ${seeds.join(' ')}\n${shown}\nreplay one with: ${replayCommand(seeds[0] ?? FIRST_SEED)} --trace`);
+  assertNoFailures(t, results, replayCommand, FIRST_SEED);
   const total = (f: (r: SimResult) => number) => results.reduce((n, r) => n + f(r), 0);
   t.log(`${results.length} runs, ${total((r) => r.stats.events)} events, ${total((r) => r.stats.messages)} app messages, ${total((r) => r.stats.nulls)} nulls, ${total((r) => r.stats.deliveries)} deliveries`);
 });
@@ -100,6 +87,6 @@ for (const mutant of MUTANTS) {
     const right = failures.filter((f) => mutant.check.test(f));
     t.log(`${failures.length} of ${MUTANT_SEEDS} seeds fail, ${right.length} by the expected check; first: ${failures[0]}`);
     t.true(right.length > 0, `no failure names the expected check; first: ${failures[0]}`);
-    t.true(failures.every((f) => f.endsWith(replayCommand(Number(/^seed (\d+)/.exec(f)?.[1])))), 'each failure ends with its replay command');
+    t.true(endWithReplay(failures, replayCommand), 'each failure ends with its replay command');
   });
 }

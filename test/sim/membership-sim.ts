@@ -27,7 +27,9 @@ import { Col, GmsCore, gmsColumns, type Decision, type GmsCoreOptions, type GmsO
 import { decodeMember, encodeMember } from '../../engine/membership/view.js';
 import { OrderingCore, type OrderingOptions } from '../../engine/multicast/ordering.js';
 import { AssertionFailed } from '../../engine/util/assert.js';
-import { prng as mulberry32 } from '../../scripts/lib/prng.js';
+import { EventQueue } from './event-queue.js';
+import { Rng } from './rng.js';
+import { CheckFailure, firstDifference, runSeed, type SeedResult } from './run-seed.js';
 
 /** The checks, named in failure messages (tests match on these words). */
 export type MembershipCheck =
@@ -118,13 +120,7 @@ export interface MembershipSimStats {
   finalMembers: number;
 }
 
-export interface MembershipSimResult {
-  ok: boolean;
-  /** On failure: seed, process, check and detail, ending with the replay command. */
-  failure?: string;
-  stats: MembershipSimStats;
-  trace?: string[];
-}
+export type MembershipSimResult = SeedResult<MembershipSimStats>;
 
 export function membershipReplayCommand(seed: number): string {
   return `node dist/test/sim/membership-replay.js ${seed}`;
@@ -158,33 +154,6 @@ const LOOP_MAX = 100_000;
 const LANE_ROW = 0;
 const LANE_DATA = 1;
 const LANE_CTRL = 2;
-
-// ---- deterministic randomness -----------------------------------------------------------------
-
-class Rng {
-  private readonly next: () => number;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(0, xs.length - 1)]!;
-  }
-  shuffle<T>(xs: T[]): T[] {
-    for (let i = xs.length - 1; i > 0; i--) {
-      const j = this.int(0, i);
-      const tmp = xs[i]!;
-      xs[i] = xs[j]!;
-      xs[j] = tmp;
-    }
-    return xs;
-  }
-}
 
 // ---- the seed's scenario ----------------------------------------------------------------------
 
@@ -361,16 +330,8 @@ function layoutFor(n: number): Layout {
   return layout;
 }
 
-/** A check failed; carries what the failure message needs. */
-class SimFailure extends Error {
-  constructor(
-    readonly proc: number | 'all',
-    readonly check: MembershipCheck,
-    detail: string,
-  ) {
-    super(detail);
-  }
-}
+/** A check failed. */
+class SimFailure extends CheckFailure<MembershipCheck> {}
 
 /** One process's copy of one view's table, as the GmsCore sees it. */
 class SimTable implements GmsTable {
@@ -509,57 +470,6 @@ type SimEvent =
   | { kind: 'heal'; time: number; seq: number }
   | { kind: 'release'; time: number; seq: number; id: number; count: number };
 
-class EventQueue {
-  private readonly heap: SimEvent[] = [];
-  private seqNo = 0;
-  get size(): number {
-    return this.heap.length;
-  }
-  nextSeq(): number {
-    return this.seqNo++;
-  }
-  push(ev: SimEvent): void {
-    const h = this.heap;
-    h.push(ev);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!before(h[i]!, h[p]!)) break;
-      swap(h, i, p);
-      i = p;
-    }
-  }
-  pop(): SimEvent | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length === 0 || last === undefined) return top;
-    h[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && before(h[l]!, h[m]!)) m = l;
-      if (r < h.length && before(h[r]!, h[m]!)) m = r;
-      if (m === i) break;
-      swap(h, i, m);
-      i = m;
-    }
-    return top;
-  }
-}
-
-function before(a: SimEvent, b: SimEvent): boolean {
-  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
-}
-
-function swap<T>(xs: T[], i: number, j: number): void {
-  const tmp = xs[i]!;
-  xs[i] = xs[j]!;
-  xs[j] = tmp;
-}
-
 /** How a process's time in a view ended. */
 type ViewEnd = 'survived' | 'crashed' | 'excluded' | 'left' | 'stranded' | 'current';
 
@@ -585,7 +495,7 @@ interface Partition {
 
 class Simulation {
   private readonly rng: Rng;
-  private readonly queue = new EventQueue();
+  private readonly queue = new EventQueue<SimEvent>();
   private readonly procs: Proc[] = [];
   private readonly factory: (o: GmsCoreOptions) => GmsCore;
   private readonly orderingFactory: (o: OrderingOptions) => OrderingCore;
@@ -1668,12 +1578,6 @@ class Simulation {
   }
 }
 
-function firstDifference(a: readonly string[], b: readonly string[]): number {
-  const n = Math.max(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
 function describeAt(xs: readonly string[], i: number): string {
   return i < xs.length ? xs[i]! : 'nothing';
 }
@@ -1721,34 +1625,14 @@ function emptyStats(seed: number, cfg: SimConfig): MembershipSimStats {
   };
 }
 
-function failureMessage(seed: number, cfg: SimConfig, err: unknown): string {
-  let where = 'process ?';
-  let what: string;
-  if (err instanceof SimFailure) {
-    where = err.proc === 'all' ? 'all processes' : `process ${err.proc}`;
-    what = `${err.check}: ${err.message}`;
-  } else if (err instanceof AssertionFailed) {
-    what = `core-assertion: ${err.message}`;
-  } else {
-    what = `crash: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
-  }
-  return `seed ${seed} (${describeConfig(cfg)}): ${where}: ${what} — replay: ${membershipReplayCommand(seed)}`;
-}
-
 export function runMembershipSimulation(seed: number, opts: MembershipSimOptions = {}): MembershipSimResult {
   const cfg = makeConfig(seed);
-  let failure: string | undefined;
-  let sim: Simulation | undefined;
-  try {
-    sim = new Simulation(seed, cfg, opts);
-    sim.run();
-  } catch (err) {
-    const e = err instanceof AssertionFailed ? new SimFailure(sim?.current ?? 'all', 'core-assertion', err.message) : err;
-    failure = failureMessage(seed, cfg, e);
-  }
-  if (sim === undefined) return { ok: false, failure: failure ?? 'unreachable', stats: emptyStats(seed, cfg) };
-  const result: MembershipSimResult = { ok: failure === undefined, stats: sim.stats };
-  if (failure !== undefined) result.failure = failure;
-  if (sim.trace) result.trace = sim.trace;
-  return result;
+  return runSeed(seed, {
+    one: 'process',
+    all: 'all processes',
+    describe: () => describeConfig(cfg),
+    replay: membershipReplayCommand(seed),
+    create: () => new Simulation(seed, cfg, opts),
+    emptyStats: () => emptyStats(seed, cfg),
+  });
 }

@@ -13,8 +13,9 @@
  * arrived and been delivered where), never with the cores' views of each other.
  */
 import { OrderingCore, type DeliveryMode, type OrderingOptions } from '../../engine/multicast/ordering.js';
-import { AssertionFailed } from '../../engine/util/assert.js';
-import { prng as mulberry32 } from '../../scripts/lib/prng.js';
+import { EventQueue } from './event-queue.js';
+import { Rng } from './rng.js';
+import { CheckFailure, firstDifference, runSeed, type SeedResult } from './run-seed.js';
 
 /** A run that is still busy after this many events has a livelock. */
 export const MAX_EVENTS = 2_000_000;
@@ -55,43 +56,10 @@ export interface SimStats {
   end_ticks: number;
 }
 
-export interface SimResult {
-  ok: boolean;
-  /** On failure: seed, member, check and detail, ending with the replay command. */
-  failure?: string;
-  stats: SimStats;
-  /** Event trace, when opts.trace. */
-  trace?: string[];
-}
+export type SimResult = SeedResult<SimStats>;
 
 export function replayCommand(seed: number): string {
   return `node dist/test/sim/replay.js ${seed}`;
-}
-
-// ---- deterministic randomness ------------------------------------------------------------------
-
-
-class Rng {
-  private readonly next: () => number;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  /** Uniform integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  shuffle<T>(xs: T[]): T[] {
-    for (let i = xs.length - 1; i > 0; i--) {
-      const j = this.int(0, i);
-      const tmp = xs[i]!;
-      xs[i] = xs[j]!;
-      xs[j] = tmp;
-    }
-    return xs;
-  }
 }
 
 // ---- the seed's scenario -----------------------------------------------------------------------
@@ -177,91 +145,27 @@ function makeConfig(seed: number): SimConfig {
   };
 }
 
-// ---- the event queue ---------------------------------------------------------------------------
+// ---- events ------------------------------------------------------------------------------------
 
 type SimEvent =
   | { kind: 'release'; time: number; seq: number; member: number; count: number }
   | { kind: 'arrive'; time: number; seq: number; member: number; sender: number; k: number; isNull: boolean; large: boolean }
   | { kind: 'push'; time: number; seq: number; from: number; to: number; row: Float64Array };
 
-/** Binary min-heap on (time, seq): ties run in insertion order, so runs are reproducible. */
-class EventQueue {
-  private readonly heap: SimEvent[] = [];
-  private seq = 0;
-
-  get size(): number {
-    return this.heap.length;
-  }
-
-  nextSeq(): number {
-    return this.seq++;
-  }
-
-  push(ev: SimEvent): void {
-    const h = this.heap;
-    h.push(ev);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!before(h[i]!, h[p]!)) break;
-      swap(h, i, p);
-      i = p;
-    }
-  }
-
-  pop(): SimEvent | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length === 0 || last === undefined) return top;
-    h[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && before(h[l]!, h[m]!)) m = l;
-      if (r < h.length && before(h[r]!, h[m]!)) m = r;
-      if (m === i) break;
-      swap(h, i, m);
-      i = m;
-    }
-    return top;
-  }
-}
-
-function before(a: SimEvent, b: SimEvent): boolean {
-  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
-}
-
-function swap<T>(xs: T[], i: number, j: number): void {
-  const tmp = xs[i]!;
-  xs[i] = xs[j]!;
-  xs[j] = tmp;
-}
-
 // ---- the simulation ----------------------------------------------------------------------------
 
-/** A check failed; carries what the failure message needs. */
-class SimFailure extends Error {
-  constructor(
-    readonly member: number | 'all',
-    readonly check: SimCheck,
-    detail: string,
-  ) {
-    super(detail);
-  }
-}
+/** A check failed. */
+class SimFailure extends CheckFailure<SimCheck> {}
 
 class Simulation {
   private readonly N: number;
   private readonly S: number;
   private readonly cores: OrderingCore[];
-  private readonly queue = new EventQueue();
+  private readonly queue = new EventQueue<SimEvent>();
   private readonly rng: Rng;
   private now_ticks = 0;
   /** The member whose event is being handled (all core calls meanwhile are on its core). */
-  currentMember: number | 'all' = 'all';
+  current: number | 'all' = 'all';
   /** Sender index of each rank, or -1. */
   private readonly senderOf: number[];
   /** Per rank: app messages released but not yet sent. */
@@ -338,7 +242,7 @@ class Simulation {
   }
 
   private handle(ev: SimEvent): void {
-    this.currentMember = ev.kind === 'push' ? ev.to : ev.member;
+    this.current = ev.kind === 'push' ? ev.to : ev.member;
     switch (ev.kind) {
       case 'release':
         this.log(() => `m${ev.member} release ${ev.count} app`);
@@ -601,12 +505,6 @@ class Simulation {
   }
 }
 
-function firstDifference(a: readonly number[], b: readonly number[]): number {
-  const n = Math.max(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
 function emptyStats(seed: number, cfg: SimConfig): SimStats {
   const idleSenders = cfg.largeFlags.filter((f) => f.length === 0).length;
   return { seed, nodes: cfg.members, senders: cfg.senders.length, idleSenders, window: cfg.window, mode: cfg.mode, messages: 0, largeMessages: 0, nulls: 0, events: 0, deliveries: 0, end_ticks: 0 };
@@ -616,35 +514,14 @@ function describeConfig(cfg: SimConfig): string {
   return `${cfg.members} members, senders [${cfg.senders.join(',')}], window ${cfg.window}, ${cfg.mode}`;
 }
 
-function failureMessage(seed: number, cfg: SimConfig, err: unknown): string {
-  let where = 'member ?';
-  let what: string;
-  if (err instanceof SimFailure) {
-    where = err.member === 'all' ? 'all members' : `member ${err.member}`;
-    what = `${err.check}: ${err.message}`;
-  } else if (err instanceof AssertionFailed) {
-    what = `core-assertion: ${err.message}`;
-  } else {
-    what = `crash: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
-  }
-  return `seed ${seed} (${describeConfig(cfg)}): ${where}: ${what} — replay: ${replayCommand(seed)}`;
-}
-
 export function runSimulation(seed: number, opts: SimOptions = {}): SimResult {
   const cfg = makeConfig(seed);
-  let failure: string | undefined;
-  let sim: Simulation | undefined;
-  try {
-    sim = new Simulation(seed, cfg, opts);
-    sim.run();
-  } catch (err) {
-    // Every core call while handling an event is on that event's member, so it raised it.
-    const e = err instanceof AssertionFailed ? new SimFailure(sim?.currentMember ?? 'all', 'core-assertion', err.message) : err;
-    failure = failureMessage(seed, cfg, e);
-  }
-  if (sim === undefined) return { ok: false, failure: failure ?? 'unreachable', stats: emptyStats(seed, cfg) };
-  const result: SimResult = { ok: failure === undefined, stats: sim.stats };
-  if (failure !== undefined) result.failure = failure;
-  if (sim.trace) result.trace = sim.trace;
-  return result;
+  return runSeed(seed, {
+    one: 'member',
+    all: 'all members',
+    describe: () => describeConfig(cfg),
+    replay: replayCommand(seed),
+    create: () => new Simulation(seed, cfg, opts),
+    emptyStats: () => emptyStats(seed, cfg),
+  });
 }
