@@ -6,7 +6,7 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { readFrame, writeFrame } from '../transport/bootstrap.js';
-import { TempestError } from '../util/errors.js';
+import { listenTcp } from '../transport/tcp-listen.js';
 import type { Logger } from '../util/log.js';
 
 export type ControlHandler = (request: Record<string, unknown>, reply: (answer: unknown) => void, closed: Promise<void>) => void;
@@ -42,22 +42,7 @@ export class ControlServer {
           sock.destroy();
         });
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(
-          new TempestError(
-            err.code === 'EADDRINUSE' ? 'ERR_TRANSPORT_ADDRESS_IN_USE' : 'ERR_MEMBERSHIP_LISTEN',
-            `cannot listen on ${ip}:${port} (${what}): ${err.message}`,
-          ),
-        );
-      });
-      server.listen(port, ip, () => {
-        server.removeAllListeners('error');
-        server.on('error', (err) => log.error({ err }, `${what} listener failed`));
-        self = new ControlServer(server);
-        resolve(self);
-      });
-    });
+    return listenTcp(server, ip, port, what, 'ERR_MEMBERSHIP_LISTEN', log).then(() => (self = new ControlServer(server)));
   }
 
   close(): Promise<void> {

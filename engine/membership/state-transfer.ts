@@ -7,6 +7,7 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { writeFrame } from '../transport/bootstrap.js';
+import { listenTcp } from '../transport/tcp-listen.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
@@ -27,16 +28,7 @@ export class StateTransferServer {
   static listen(ip: string, port: number, log: Logger): Promise<StateTransferServer> {
     let self: StateTransferServer | null = null;
     const server = createServer((sock) => self?.serve(sock));
-    return new Promise((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new TempestError(err.code === 'EADDRINUSE' ? 'ERR_TRANSPORT_ADDRESS_IN_USE' : 'ERR_MEMBERSHIP_LISTEN', `cannot listen on ${ip}:${port} (state_transfer_port): ${err.message}`)),
-      );
-      server.listen(port, ip, () => {
-        server.removeAllListeners('error');
-        self = new StateTransferServer(server, log);
-        resolve(self);
-      });
-    });
+    return listenTcp(server, ip, port, 'state_transfer_port', 'ERR_MEMBERSHIP_LISTEN', log).then(() => (self = new StateTransferServer(server, log)));
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { TempestError } from '../util/errors.js';
+import { listenTcp } from './tcp-listen.js';
 import type { Logger } from '../util/log.js';
 
 export interface BootstrapMember {
@@ -95,21 +96,7 @@ export class BootstrapServer {
           sock.destroy();
         });
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(
-          new TempestError(
-            err.code === 'EADDRINUSE' ? 'ERR_TRANSPORT_ADDRESS_IN_USE' : 'ERR_TRANSPORT_BOOTSTRAP',
-            `cannot listen for members on ${self.ip}:${self.port} (gms_port): ${err.message}`,
-          ),
-        );
-      });
-      server.listen(self.port, self.ip, () => {
-        server.removeAllListeners('error');
-        server.on('error', (err) => log.error({ err }, 'bootstrap listener failed'));
-        resolve(new BootstrapServer(server, self.port));
-      });
-    });
+    return listenTcp(server, self.ip, self.port, 'gms_port', 'ERR_TRANSPORT_BOOTSTRAP', log).then(() => new BootstrapServer(server, self.port));
   }
 
   close(): Promise<void> {
