@@ -168,10 +168,11 @@ export class GroupMember {
 
   /**
    * Sends an ordered update to this member's shard of a subgroup; resolves once it is delivered
-   * here (every member of the shard received it). Waits (bounded) through view changes and
-   * inadequate views; refuses at once when this member is not with a majority.
+   * here (every member of the shard received it). Waits through view changes and inadequate
+   * views, at most `timeout_ms` (default send_timeout_ms) before it is handed to a multicast;
+   * refuses at once when this member is not with a majority.
    */
-  send(type: string, subgroupIndex: number, payload: Buffer): Promise<void> {
+  send(type: string, subgroupIndex: number, payload: Buffer, opts: { timeout_ms?: number } = {}): Promise<void> {
     if (this.state === 'closed') return Promise.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
     if (this.state !== 'member') return Promise.reject(this.noQuorumError());
     if (payload.length > this.opts.multicast.max_payload_size) {
@@ -187,7 +188,7 @@ export class GroupMember {
       return Promise.reject(new TempestError('ERR_NOT_SHARD_MEMBER', `member ${this.self.id} is not in a shard of ${type}[${subgroupIndex}]`));
     }
     return new Promise<void>((resolve, reject) => {
-      box!.push({ payload, resolve, reject, deadline_ms: Date.now() + (this.opts.send_timeout_ms ?? 30_000), submitted: false, submittedIn: -1 });
+      box!.push({ payload, resolve, reject, deadline_ms: Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000), submitted: false, submittedIn: -1 });
       this.pumpOutbox(key);
     });
   }
