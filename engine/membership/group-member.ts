@@ -90,7 +90,6 @@ export class GroupMember {
   private readonly pendingJoins = new Map<number, { member: MemberInfo; reply: (a: unknown) => void }>();
   private readonly outboxes = new Map<string, Outgoing[]>();
   private readonly viewListeners: ((v: ViewSummary) => void)[] = [];
-  private readonly viewWaiters: (() => void)[] = [];
   /** Shards whose state is still arriving here: deliveries wait. */
   private readonly awaitingState = new Set<string>();
   private changing = false;
@@ -215,30 +214,6 @@ export class GroupMember {
   private leaveResolver: (() => void) | null = null;
   /** leave() was called: every view we are still in is asked to let us go. */
   private leaving = false;
-
-  /** Resolves when a view with id > vid is installed here (bounded). */
-  waitForView(predicate: (v: ViewSummary) => boolean, timeout_ms: number): Promise<ViewSummary> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const s = this.summary();
-        if (s !== null && this.state === 'member' && predicate(s)) {
-          clearTimeout(timer);
-          resolve(s);
-          return true;
-        }
-        return false;
-      };
-      const timer = setTimeout(() => {
-        const i = this.viewWaiters.indexOf(waiter);
-        if (i >= 0) this.viewWaiters.splice(i, 1);
-        reject(new TempestError('ERR_MEMBERSHIP_TIMEOUT', `no such view within ${timeout_ms} ms (now ${JSON.stringify(this.summary())})`));
-      }, timeout_ms);
-      const waiter = () => {
-        if (!check()) this.viewWaiters.push(waiter);
-      };
-      waiter();
-    });
-  }
 
   // ---- the outbox ----------------------------------------------------------------------------
 
@@ -591,11 +566,11 @@ export class GroupMember {
     const summary = this.summary()!;
     this.log.info({ vid: view.vid, members: view.members.map((m) => m.id), layout: summary.layout_text, install_ms: Math.round(performance.now() - t0), change_ms: Math.round(took) }, 'view installed');
     for (const fn of this.viewListeners) fn(summary);
-    for (const w of this.viewWaiters.splice(0)) w();
     const fetching = Promise.all(fetches.map((f) => this.fetchShardState(view, f.ref, f.source))).then(() => {});
     this.stateFetches = fetching;
     await fetching;
     if (this.stateFetches === fetching) this.stateFetches = null;
+    this.expireSends(); // also moves updates waiting for a shard to the shard this view gives
     for (const key of this.outboxes.keys()) this.pumpOutbox(key);
     // Kept in this view although we asked to leave (the others needed us for a majority): ask again.
     if (this.leaving) inst.core?.requestLeave();

@@ -54,11 +54,19 @@ function start(self: MemberInfo, leader: MemberInfo): Child {
 type ViewMsg = { vid: number; members: { id: number }[]; leader: number };
 const viewOf = (m: Msg) => m.view as ViewMsg;
 
-async function measure(n: number): Promise<{ failure_to_view_ms: number[]; wedge_to_install_ms: number[] }> {
+interface Figures {
+  failure_to_view_ms: number[];
+  wedge_to_install_ms: number[];
+  /** From spawning the restarted member until every member's view has it again (process start included). */
+  restart_to_view_ms: number[];
+}
+
+async function measure(n: number): Promise<Figures> {
   const members = await infos(n);
   const procs: (Child | null)[] = [];
   const failureToView: number[] = [];
   const wedgeToInstall: number[] = [];
+  const rejoin: number[] = [];
   try {
     procs.push(start(members[0]!, members[0]!));
     await procs[0]!.waitType('ready', 30_000);
@@ -87,27 +95,30 @@ async function measure(n: number): Promise<{ failure_to_view_ms: number[]; wedge
       await victim.waitExit(5_000);
       // The victim comes back empty and joins through a survivor.
       const contact = members[survivors[0] === procs[0] ? 0 : procs.indexOf(survivors[0]!)]!;
+      const tJoin = performance.now();
       procs[victimId] = start(members[victimId]!, contact);
       await procs[victimId]!.waitType('ready', 60_000);
       await Promise.all(procs.map((p) => p!.waitFor((x) => x.type === 'view' && viewOf(x).members.length === n && viewOf(x).members.some((mm) => mm.id === victimId) && viewOf(x).vid > view.vid, 30_000, 'view with the victim back')));
+      rejoin.push(performance.now() - tJoin);
       procs[victimId]!.send({ cmd: 'traffic', on: true, large_every: 0, concurrency: 2 });
-      process.stdout.write(`  ${n} members, run ${run + 1}/${RUNS}: killed ${victimId === view.leader ? 'the leader' : 'a member'}, view after ${failureToView.at(-1)!.toFixed(0)} ms (wedge to install ${wedgeToInstall.at(-1)!.toFixed(0)} ms)\n`);
+      process.stdout.write(`  ${n} members, run ${run + 1}/${RUNS}: killed ${victimId === view.leader ? 'the leader' : 'a member'}, view after ${failureToView.at(-1)!.toFixed(0)} ms (wedge to install ${wedgeToInstall.at(-1)!.toFixed(0)} ms); restarted, in the view again after ${rejoin.at(-1)!.toFixed(0)} ms\n`);
       await sleep(300);
     }
   } finally {
     await killAll(procs.filter((p): p is Child => p !== null));
   }
-  return { failure_to_view_ms: failureToView, wedge_to_install_ms: wedgeToInstall };
+  return { failure_to_view_ms: failureToView, wedge_to_install_ms: wedgeToInstall, restart_to_view_ms: rejoin };
 }
 
-const results: Record<string, { failure_to_view_ms: number[]; wedge_to_install_ms: number[] }> = {};
+const results: Record<string, Figures> = {};
 for (const n of [3, 5]) {
   process.stdout.write(`view changes with ${n} members (timeout_ms ${TIMEOUT_MS}), ${RUNS} runs:\n`);
   results[n] = await measure(n);
   const r = results[n]!;
   process.stdout.write(
     `  ${n} members: failure to view median ${median(r.failure_to_view_ms).toFixed(0)} ms (p90 ${p90(r.failure_to_view_ms).toFixed(0)}), ` +
-      `wedge to install median ${median(r.wedge_to_install_ms).toFixed(0)} ms (p90 ${p90(r.wedge_to_install_ms).toFixed(0)})\n`,
+      `wedge to install median ${median(r.wedge_to_install_ms).toFixed(0)} ms (p90 ${p90(r.wedge_to_install_ms).toFixed(0)}), ` +
+      `restart to view median ${median(r.restart_to_view_ms).toFixed(0)} ms (max ${Math.max(...r.restart_to_view_ms).toFixed(0)})\n`,
   );
 }
 const figures: Record<string, number> = {};
@@ -117,6 +128,7 @@ for (const n of [3, 5]) {
   figures[`failure_to_view_median_ms_${n}`] = Math.round(median(r.failure_to_view_ms));
   figures[`failure_to_view_p90_ms_${n}`] = Math.round(p90(r.failure_to_view_ms));
   figures[`wedge_to_install_median_ms_${n}`] = Math.round(median(r.wedge_to_install_ms));
+  figures[`restart_to_view_median_ms_${n}`] = Math.round(median(r.restart_to_view_ms));
   ratios[`failure_to_view_vs_timeout_${n}`] = Number((median(r.failure_to_view_ms) / TIMEOUT_MS).toFixed(3));
 }
 process.stdout.write(`${JSON.stringify({ bench: 'membership', runs: RUNS, timeout_ms: TIMEOUT_MS, ...figures, ratios })}\n`);
