@@ -187,3 +187,22 @@ test.serial('an inadequately provisioned view holds updates (bounded) until enou
   const st = await states(procs);
   for (const s of st) t.is((s.shards as ShardStates)['0/0']?.count, 1, `member ${String(s.member)} delivered the update once`);
 });
+
+test.serial('a second process with the id of a live member is refused, and the group is undisturbed', async (t) => {
+  t.timeout(120_000);
+  const infos = await memberInfos(3);
+  const procs = await startGroup(t, infos, ONE);
+  const before = await states(procs);
+  const [spare] = await memberInfos(1, 1); // id 1 again, on other ports
+  const dup = startMember(spare!, infos[0]!, ONE, { join_timeout_ms: 3000 });
+  procs.push(dup);
+  const failed = await dup.waitType('error', 20_000);
+  t.regex(String(failed.message), /ERR_MEMBERSHIP_JOIN|not admitted/);
+  t.regex(String(failed.message), /member id 1 is held by a live member/);
+  await dup.waitExit(10_000);
+  const st = await states(procs.slice(0, 3));
+  for (const [i, s] of st.entries()) {
+    t.deepEqual(ids(s.view as ViewMsg), [0, 1, 2], `member ${String(s.member)} still in the view of 0, 1, 2`);
+    t.is((s.view as ViewMsg).vid, (before[i]!.view as ViewMsg).vid, `member ${String(s.member)}: no view change`);
+  }
+});

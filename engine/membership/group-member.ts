@@ -342,6 +342,14 @@ export class GroupMember {
       reply({ type: 'retry', reason: 'the leader has no majority' });
       return;
     }
+    // An id that a live member of this view still holds: a second process configured with the
+    // same local_id, or a restart faster than the failure detector. It may join once the holder
+    // is suspected (then the same view change removes the old one and admits the new one).
+    const holder = v.view.members.findIndex((m) => m.id === member.id);
+    if (holder >= 0 && !core.suspects(holder)) {
+      reply({ type: 'retry', reason: `member id ${member.id} is held by a live member of view ${v.view.vid}; it is admitted once that member is suspected (timeout_ms)` });
+      return;
+    }
     const old = this.pendingJoins.get(member.id);
     old?.reply({ type: 'retry', reason: 'superseded by a newer join request' });
     if (this.pendingJoins.size >= MAX_JOINS_PER_VIEW * 4 && old === undefined) {
@@ -352,9 +360,6 @@ export class GroupMember {
     void closed.then(() => {
       if (this.pendingJoins.get(member.id)?.reply === reply) this.pendingJoins.delete(member.id);
     });
-    // A new incarnation of a current member: the old one is gone (or has given up on this view).
-    const rank = v.view.members.findIndex((m) => m.id === member.id);
-    if (rank >= 0) v.detector?.suspectNow(rank, 'a new incarnation asked to join');
     this.log.info({ joiner: member.id }, 'join request');
     this.offerJoins();
     this.step();

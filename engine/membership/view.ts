@@ -78,6 +78,7 @@ export function isMemberInfo(v: unknown): v is MemberInfo {
   const port = (p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
   return (
     typeof m === 'object' && m !== null && Number.isInteger(m.id) && m.id >= 0 && m.id < 2 ** 31 && typeof m.ip === 'string' &&
-    /^\d{1,3}(\.\d{1,3}){3}$/.test(m.ip) && port(m.gms_port) && port(m.fabric_port) && port(m.state_transfer_port) && port(m.external_port)
+    /^\d{1,3}(\.\d{1,3}){3}$/.test(m.ip) && m.ip.split('.').every((o) => Number(o) <= 255) &&
+    port(m.gms_port) && port(m.fabric_port) && port(m.state_transfer_port) && port(m.external_port)
   );
 }
