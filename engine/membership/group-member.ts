@@ -480,11 +480,16 @@ export class GroupMember {
     }
   }
 
-  /** The shard of the previous layout that `ref` (in next) continues: same type, subgroup index and shard index. */
+  /**
+   * The shard of the previous layout that `ref` (in next) continues: same type, subgroup index and
+   * shard index. An inadequate previous view has no layout: the last adequate one counts.
+   */
   private previousShardOf(prevView: View, next: View, ref: ShardRef): ShardRef | undefined {
+    const base = prevView.layout.subgroups.length > 0 ? prevView.layout : this.lastLayout;
+    if (base === null) return undefined;
     const sg = next.layout.subgroups[ref.subgroup]!;
-    return allShards(prevView.layout.subgroups.length > 0 ? prevView.layout : this.lastLayout).find((p) => {
-      const psg = (prevView.layout.subgroups.length > 0 ? prevView.layout : this.lastLayout)!.subgroups[p.subgroup]!;
+    return allShards(base).find((p) => {
+      const psg = base.subgroups[p.subgroup]!;
       return psg.type === sg.type && psg.index === sg.index && p.shard === ref.shard;
     });
   }
