@@ -40,6 +40,7 @@ export async function startNode(cfg: TempestConfig, log: Logger): Promise<NodeHa
     heartbeat_ms: d.heartbeat_ms,
     timeout_ms: d.timeout_ms,
     require_majority: !d.disable_partitioning_safety,
+    data_dir: d.data_dir,
     log: log.child({ member: d.local_id }),
   });
   member.onView((v) => log.info({ vid: v.vid, members: v.members.map((m) => m.id), leader: v.leader }, 'view'));

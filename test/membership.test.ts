@@ -5,6 +5,9 @@
  * spare replaces a killed shard member with the shard's state. Every member's state is a running
  * hash of what it delivered, so equal states mean equal delivered sequences.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type Child, killAll, type Msg } from '../scripts/lib/child.js';
 import type { MemberInfo } from '../engine/membership/view.js';
@@ -205,4 +208,27 @@ test.serial('a second process with the id of a live member is refused, and the g
     t.deepEqual(ids(s.view as ViewMsg), [0, 1, 2], `member ${String(s.member)} still in the view of 0, 1, 2`);
     t.is((s.view as ViewMsg).vid, (before[i]!.view as ViewMsg).vid, `member ${String(s.member)}: no view change`);
   }
+});
+
+test.serial('the configured leader, restarted while the group runs on, joins it instead of starting a second group', async (t) => {
+  t.timeout(120_000);
+  const dirs = [0, 1, 2].map(() => mkdtempSync(join(tmpdir(), 'tempest-gm-')));
+  t.teardown(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  const infos = await memberInfos(3);
+  const procs: Child[] = [];
+  t.teardown(() => killAll(procs));
+  procs.push(startMember(infos[0]!, infos[0]!, ONE, { data_dir: dirs[0] }));
+  await procs[0]!.waitType('ready', 30_000);
+  for (const i of [1, 2]) procs.push(startMember(infos[i]!, infos[0]!, ONE, { data_dir: dirs[i] }));
+  await viewWith(procs, [0, 1, 2], 30_000);
+  procs[0]!.kill('SIGKILL');
+  await procs[0]!.waitExit(5_000);
+  const without = await viewWith([procs[1]!, procs[2]!], [1, 2], 10_000);
+  t.true(without.length === 2);
+  // Same configuration (it is the leader) and the same data dir: it remembers {0,1,2}.
+  procs[0] = startMember(infos[0]!, infos[0]!, ONE, { data_dir: dirs[0] });
+  const ready = await procs[0].waitType('ready', 30_000);
+  const v = ready.view as ViewMsg;
+  t.deepEqual(ids(v), [0, 1, 2], 'it is back in the running group');
+  t.true(v.vid > 2, `the group's view ids go on (view ${v.vid}), no new group was started`);
 });

@@ -8,6 +8,8 @@
  * resolves) when it is delivered here, which in an ordered shard means every member received it;
  * whatever a view did not deliver is sent again, in order, in the next one.
  */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { Fabric, type MemoryRegion } from '../transport/fabric.js';
@@ -50,6 +52,11 @@ export interface GroupMemberOptions {
   /** Updates queued per shard before send() fails fast. */
   max_pending_sends?: number;
   require_majority?: boolean;
+  /**
+   * Where the last installed view is remembered (data_dir). A configured leader that restarts
+   * while the group runs on asks the members it remembers before it starts a group of its own.
+   */
+  data_dir?: string;
   log: Logger;
 }
 
@@ -66,6 +73,8 @@ interface Outgoing {
 }
 
 const MAX_JOINS_PER_VIEW = 8;
+/** The last installed view, under data_dir. */
+const VIEW_FILE = 'membership-view.json';
 const JOIN_RETRY_MS = 200;
 const MAX_REDIRECTS = 8;
 const HELLO_RETRY_MS = 20;
@@ -129,8 +138,10 @@ export class GroupMember {
       gm.transfer = await StateTransferServer.listen(opts.self.ip, opts.self.state_transfer_port, opts.log);
       gm.sendTimer = setInterval(() => gm.expireSends(), Math.max(10, Math.min(1000, opts.heartbeat_ms))).unref();
       const isLeader = opts.leader.ip === opts.self.ip && opts.leader.gms_port === opts.self.gms_port;
-      if (isLeader) await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
-      else await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
+      const remembered = isLeader ? await gm.rememberedContacts() : [];
+      if (isLeader && !(remembered.length > 0 && (await gm.rejoinRemembered(remembered)))) {
+        await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
+      } else if (!isLeader) await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
       return gm;
     } catch (err) {
       await gm.close();
@@ -329,7 +340,7 @@ export class GroupMember {
     const v = this.current;
     const core = v?.core;
     if (v === null || !core || this.state !== 'member') {
-      reply({ type: 'retry', reason: `member ${this.self.id} is ${this.state}` });
+      reply({ type: 'retry', reason: `member ${this.self.id} is ${this.state}`, in_view: false });
       return;
     }
     const leaderRank = core.leaderRank();
@@ -408,6 +419,59 @@ export class GroupMember {
     }
     throw new TempestError('ERR_MEMBERSHIP_JOIN', `member ${this.self.id} was not admitted to the group: ${lastError}`);
   }
+
+  // ---- the remembered view (data_dir) --------------------------------------------------------
+
+  private get viewFile(): string | null {
+    return this.opts.data_dir === undefined ? null : path.join(this.opts.data_dir, VIEW_FILE);
+  }
+
+  /** The other members of the last view this member installed before it restarted. */
+  private async rememberedContacts(): Promise<{ ip: string; gms_port: number }[]> {
+    const file = this.viewFile;
+    if (file === null) return [];
+    try {
+      const v = JSON.parse(await readFile(file, 'utf8')) as { members?: unknown };
+      if (!Array.isArray(v.members)) return [];
+      return v.members.filter((m): m is MemberInfo => isMemberInfo(m) && m.id !== this.self.id).map((m) => ({ ip: m.ip, gms_port: m.gms_port }));
+    } catch {
+      return []; // no file (first start, or an empty data dir) or an unreadable one
+    }
+  }
+
+  /**
+   * One pass over the remembered members: joins their group if one still runs. False when none
+   * is in a view (all refused, or are themselves starting), so the leader may start the group.
+   */
+  private async rejoinRemembered(contacts: { ip: string; gms_port: number }[]): Promise<boolean> {
+    let groupSeen = false;
+    for (const c of contacts) {
+      try {
+        const a = await controlRequest(c.ip, c.gms_port, { type: 'status' }, 2 * this.opts.timeout_ms);
+        if (a.state === 'member') groupSeen = true;
+      } catch {
+        // not running (connection refused) or not answering
+      }
+    }
+    if (!groupSeen) return false;
+    this.log.info({ contacts }, 'the group this member was in still runs: joining it instead of starting one');
+    await this.joinLoop(Date.now() + (this.opts.join_timeout_ms ?? 60_000), contacts);
+    return true;
+  }
+
+  private remember(view: View): void {
+    const file = this.viewFile;
+    if (file === null) return;
+    const tmp = `${file}.tmp`;
+    // One write at a time, in view order, each replacing the file whole (write, then rename).
+    this.remembering = this.remembering
+      .then(() => mkdir(path.dirname(file), { recursive: true }))
+      .then(() => writeFile(tmp, JSON.stringify({ vid: view.vid, members: view.members })))
+      .then(() => rename(tmp, file))
+      .catch((err: Error) => this.log.warn({ err: err.message, file }, 'could not remember the view'));
+  }
+
+  private remembering: Promise<void> = Promise.resolve();
 
   // ---- view changes --------------------------------------------------------------------------
 
@@ -573,6 +637,7 @@ export class GroupMember {
     const took = this.wedgedAt_ms === 0 ? 0 : performance.now() - this.wedgedAt_ms;
     if (prev !== null) this.viewChangeTimes_ms.push(took);
     this.wedgedAt_ms = 0;
+    this.remember(view);
     const summary = this.summary()!;
     this.log.info({ vid: view.vid, members: view.members.map((m) => m.id), layout: summary.layout_text, install_ms: Math.round(performance.now() - t0), change_ms: Math.round(took) }, 'view installed');
     for (const fn of this.viewListeners) fn(summary);
@@ -678,6 +743,7 @@ export class GroupMember {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    await this.remembering;
     if (this.sendTimer !== undefined) clearInterval(this.sendTimer);
     if (this.rejoinTimer !== undefined) clearTimeout(this.rejoinTimer);
     this.failOutboxes(() => new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
