@@ -4,20 +4,20 @@
  * moves shard state to members new to a shard, resends what the old view did not deliver, and,
  * when it finds itself on a minority side or excluded, refuses updates and keeps asking to rejoin.
  *
- * Sends go through a per-shard outbox that outlives views: an update is acknowledged (its promise
- * resolves) when it is delivered here, which in an ordered shard means every member received it;
- * whatever a view did not deliver is sent again, in order, in the next one.
+ * Sends go through a per-shard outbox (outbox.ts) that outlives views: an update is acknowledged
+ * when it is delivered here, which in an ordered shard means every member received it; whatever a
+ * view did not deliver is sent again, in order, in the next one.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { Fabric, type MemoryRegion } from '../transport/fabric.js';
-import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, controlRequest } from './control.js';
 import type { Decision } from './gms-core.js';
+import { Outbox } from './outbox.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
 import { allShards, EPOCHS, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
@@ -62,16 +62,6 @@ export interface GroupMemberOptions {
 
 export type MemberState = 'joining' | 'member' | 'rejoining' | 'closed';
 
-interface Outgoing {
-  payload: Buffer;
-  resolve: () => void;
-  reject: (e: Error) => void;
-  deadline_ms: number;
-  /** Handed to the multicast of the current view (not yet delivered), and of which view. */
-  submitted: boolean;
-  submittedIn: number;
-}
-
 const MAX_JOINS_PER_VIEW = 8;
 /** The last installed view, under data_dir. */
 const VIEW_FILE = 'membership-view.json';
@@ -97,7 +87,7 @@ export class GroupMember {
   /** Our hello for the view being installed (answered to peers asking for that view id). */
   private hello: (Hello & { vid: number }) | null = null;
   private readonly pendingJoins = new Map<number, { member: MemberInfo; reply: (a: unknown) => void }>();
-  private readonly outboxes = new Map<string, Outgoing[]>();
+  private readonly outboxes = new Map<string, Outbox>();
   private readonly viewListeners: ((v: ViewSummary) => void)[] = [];
   /** Shards whose state is still arriving here: deliveries wait. */
   private readonly awaitingState = new Set<string>();
@@ -189,18 +179,20 @@ export class GroupMember {
       return Promise.reject(new TempestError('ERR_MULTICAST_TOO_LARGE', `an update of ${payload.length} bytes exceeds max_payload_size (${this.opts.multicast.max_payload_size} bytes)`));
     }
     const ref = this.myShard(type, subgroupIndex);
-    const key = ref ? shardKey(ref.subgroup, ref.shard) : `${type}#${subgroupIndex}`;
-    let box = this.outboxes.get(key);
-    if (box === undefined) this.outboxes.set(key, (box = []));
-    const max = this.opts.max_pending_sends ?? 4 * this.opts.multicast.window_size;
-    if (box.length >= max) return Promise.reject(new TempestError('ERR_MEMBERSHIP_BACKPRESSURE', `${box.length} updates already wait for delivery in this shard`));
-    if (ref === undefined && this.current !== null && this.lastLayout !== null && this.current.view.layout.subgroups.length > 0) {
+    if (ref === undefined && this.current !== null && this.current.view.layout.subgroups.length > 0) {
       return Promise.reject(new TempestError('ERR_NOT_SHARD_MEMBER', `member ${this.self.id} is not in a shard of ${type}[${subgroupIndex}]`));
     }
-    return new Promise<void>((resolve, reject) => {
-      box!.push({ payload, resolve, reject, deadline_ms: Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000), submitted: false, submittedIn: -1 });
-      this.pumpOutbox(key);
-    });
+    // No shard yet (an inadequate view): the update waits under the subgroup's name.
+    const key = ref ? shardKey(ref.subgroup, ref.shard) : `${type}#${subgroupIndex}`;
+    const done = this.outbox(key).add(payload, Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000));
+    this.pumpOutbox(key);
+    return done;
+  }
+
+  private outbox(key: string): Outbox {
+    let box = this.outboxes.get(key);
+    if (box === undefined) this.outboxes.set(key, (box = new Outbox(this.opts.max_pending_sends ?? 4 * this.opts.multicast.window_size)));
+    return box;
   }
 
   /** Leaves the group gracefully: waits (bounded) for our updates to be delivered, then asks to leave. */
@@ -246,77 +238,38 @@ export class GroupMember {
       void rt.ready?.then(() => this.pumpOutbox(key), () => {});
       return;
     }
-    const vid = v.view.vid;
-    const limit = 4 * this.opts.multicast.window_size;
-    let submitted = 0;
-    for (const o of box) {
-      if (o.submitted) {
-        submitted++;
-        continue;
-      }
-      if (submitted >= limit) break;
-      o.submitted = true;
-      o.submittedIn = vid;
-      submitted++;
-      group.send(o.payload).catch((err: TempestError) => {
-        // Wedged or closed before it went out: it goes again in the next view.
-        if (err.code === 'ERR_MULTICAST_WEDGED' || err.code === 'ERR_MULTICAST_CLOSED') {
-          if (o.submittedIn === vid) o.submitted = false;
-        } else {
-          const i = box.indexOf(o);
-          if (i >= 0) box.splice(i, 1);
-          o.reject(err);
-        }
-      });
-    }
+    box.pump(group, v.view.vid, 4 * this.opts.multicast.window_size);
   }
 
   /** Our own update was delivered: the oldest outgoing one of that shard is acknowledged. */
   private ownDelivered(ref: ShardRef): void {
     const key = shardKey(ref.subgroup, ref.shard);
-    const box = this.outboxes.get(key);
-    const o = box?.shift();
-    assert(o !== undefined && o.submitted, 'our deliveries match our sends in order');
-    o.resolve();
     // Room for one more in flight: hand over the next waiting update, if any.
-    if (box!.length > 0 && !box![box!.length - 1]!.submitted) queueMicrotask(() => this.pumpOutbox(key));
+    if (this.outboxes.get(key)!.delivered()) queueMicrotask(() => this.pumpOutbox(key));
   }
 
   private expireSends(): void {
     const now = Date.now();
+    const inadequate = this.current?.view.layout.subgroups.length === 0 ? ', inadequately provisioned' : '';
     for (const [key, box] of this.outboxes) {
-      for (let i = 0; i < box.length; i++) {
-        const o = box[i]!;
-        if (o.submitted || o.deadline_ms > now) continue;
-        box.splice(i--, 1);
-        o.reject(new TempestError('ERR_MEMBERSHIP_TIMEOUT', `update not sent within its deadline (view ${this.current?.view.vid ?? 'none'}${this.current?.view.layout.subgroups.length === 0 ? ', inadequately provisioned' : ''})`));
-      }
+      box.expire(now, () => new TempestError('ERR_MEMBERSHIP_TIMEOUT', `update not sent within its deadline (view ${this.current?.view.vid ?? 'none'}${inadequate})`));
       if (box.length > 0) this.pumpOutbox(key);
     }
-    // A shard key without a layout yet (inadequate view) may now have a shard.
-    for (const key of [...this.outboxes.keys()]) {
+    // Updates waiting for a shard (inadequate view) move to the shard this view gives us.
+    for (const [key, box] of [...this.outboxes]) {
       if (!key.includes('#')) continue;
       const [type, idx] = key.split('#');
       const ref = this.myShard(type!, Number(idx));
       if (!ref) continue;
-      const box = this.outboxes.get(key)!;
       this.outboxes.delete(key);
       const target = shardKey(ref.subgroup, ref.shard);
-      this.outboxes.set(target, [...(this.outboxes.get(target) ?? []), ...box]);
+      this.outbox(target).absorb(box);
       this.pumpOutbox(target);
     }
   }
 
   private failOutboxes(err: () => TempestError): void {
-    for (const box of this.outboxes.values()) {
-      for (const o of box.splice(0)) {
-        o.reject(
-          o.submitted
-            ? new TempestError('ERR_MEMBERSHIP_OUTCOME_UNKNOWN', `${err().message}; this update was in flight and may have been delivered by the others`)
-            : err(),
-        );
-      }
-    }
+    for (const box of this.outboxes.values()) box.failAll(err);
   }
 
   // ---- control plane -------------------------------------------------------------------------
@@ -625,7 +578,7 @@ export class GroupMember {
     this.retired = this.retired.filter((x) => x.vid > view.vid - (EPOCHS - 1));
     // Whatever is still in an outbox was not delivered in the old view (delivered updates were
     // acknowledged during the trim): all of it goes again, in order, in this one.
-    for (const box of this.outboxes.values()) for (const o of box) o.submitted = false;
+    for (const box of this.outboxes.values()) box.resubmitAll();
     this.current = inst;
     this.lastView = view;
     if (view.layout.subgroups.length > 0) this.lastLayout = view.layout;
