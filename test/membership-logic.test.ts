@@ -2,12 +2,14 @@
  * The view-change core (engine/membership/gms-core.ts) on small hand-made scenarios, over an
  * in-memory table where a push is seen by every live member at once: batched joins, a leader
  * replaced by the next rank, the ragged trim as a minimum over the staying members, no decision
- * without a majority. The simulator (membership-sim.test.ts) covers the same core under faults.
+ * without a majority; and the outbox that carries a member's updates across views. The simulator
+ * (membership-sim.test.ts) covers the same core under faults.
  */
 import test from 'ava';
 import { type Decision, GmsCore, type GmsOutcome, gmsColumns, type GmsTable } from '../engine/membership/gms-core.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo } from '../engine/membership/view.js';
-import { isTempestError } from '../engine/util/errors.js';
+import { Outbox } from '../engine/membership/outbox.js';
+import { isTempestError, TempestError } from '../engine/util/errors.js';
 
 /** Rows of every member; `published` is what others see, updated by push(). */
 class Cluster {
@@ -122,4 +124,54 @@ test('member records survive the table encoding; bad addresses are refused', (t)
   t.false(isMemberInfo({ ...m, ip: '300.1.1.1' }));
   const err = t.throws(() => encodeMember({ ...m, ip: '300.1.1.1' }));
   t.true(isTempestError(err, 'ERR_MEMBERSHIP_ADDRESS'));
+});
+
+/** A multicast stand-in for the outbox: records what it was handed; `end()` ends the view. */
+class Sink {
+  readonly sent: string[] = [];
+  private readonly pending: ((e: Error) => void)[] = [];
+  send(payload: Buffer): Promise<number> {
+    this.sent.push(payload.toString());
+    return new Promise((_resolve, reject) => this.pending.push(reject));
+  }
+  end(): void {
+    for (const r of this.pending.splice(0)) r(Object.assign(new Error('wedged'), { code: 'ERR_MULTICAST_WEDGED' }));
+  }
+}
+
+test('outbox: updates not delivered in a view go again, in order, in the next; delivered ones never twice', async (t) => {
+  const box = new Outbox(16);
+  const acks: string[] = [];
+  for (const p of ['a', 'b', 'c', 'd']) void box.add(Buffer.from(p), Date.now() + 60_000).then(() => acks.push(p));
+  const v1 = new Sink();
+  box.pump(v1, 1, 3);
+  t.deepEqual(v1.sent, ['a', 'b', 'c'], 'at most 3 in flight');
+  t.true(box.delivered(), 'a delivered; d still waits');
+  await Promise.resolve();
+  t.deepEqual(acks, ['a']);
+  v1.end(); // the view ends: b and c were beyond the trim
+  await new Promise((r) => setImmediate(r));
+  box.resubmitAll();
+  const v2 = new Sink();
+  box.pump(v2, 2, 8);
+  t.deepEqual(v2.sent, ['b', 'c', 'd'], 'the rest, in order, once each');
+  box.delivered();
+  box.delivered();
+  box.delivered();
+  await Promise.resolve();
+  t.deepEqual(acks, ['a', 'b', 'c', 'd']);
+  t.is(box.length, 0);
+});
+
+test('outbox: bounded queue, deadlines for updates not handed over, unknown outcome for those in flight', async (t) => {
+  const box = new Outbox(2);
+  const inFlight = box.add(Buffer.from('x'), 0);
+  const waiting = box.add(Buffer.from('y'), 0);
+  await t.throwsAsync(box.add(Buffer.from('z'), 0), { code: 'ERR_MEMBERSHIP_BACKPRESSURE' });
+  box.pump(new Sink(), 1, 1);
+  box.expire(Date.now(), () => new TempestError('ERR_MEMBERSHIP_TIMEOUT', 'late'));
+  await t.throwsAsync(waiting, { code: 'ERR_MEMBERSHIP_TIMEOUT' });
+  t.is(box.length, 1, 'the update in flight is not expired: it may still be delivered');
+  box.failAll(() => new TempestError('ERR_NO_QUORUM', 'minority'));
+  await t.throwsAsync(inFlight, { code: 'ERR_MEMBERSHIP_OUTCOME_UNKNOWN' });
 });
