@@ -1,10 +1,10 @@
 /**
  * One installed view at this member: the view's membership table (heartbeats, suspicion and the
  * view-change columns of gms-core.ts), and for each shard this member belongs to, a table and an
- * ordered multicast over that shard's members. Everything here is registered for this view only
- * and released when it ends, so a write from a member still living in an older view hits a closed
- * registration and dies. Remote-write service ids alternate with the view id's parity: the tables
- * of view v+1 are prepared while those of view v still run, and view v is closed before v+2.
+ * ordered multicast over that shard's members. Everything here is registered for this view only:
+ * a write from a member still living in an older view lands in that view's memory, never in this
+ * one's. The tables of view v+1 are prepared (and their hellos exchanged) while view v still runs;
+ * the service ids and registrations of a view are retired as described at EPOCHS below.
  */
 import { MulticastGroup, multicastPlan, type MulticastSettings } from '../multicast/group.js';
 import { FailureDetector, failureDetectorColumns } from '../sst/failure-detector.js';

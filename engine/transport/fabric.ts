@@ -231,8 +231,9 @@ export class Fabric {
   }
 
   /**
-   * Releases a registration made for one view. Peers still holding its key get an error on
-   * their next write (no completion reaches us), which is how stale writes from an old view die.
+   * Releases a registration made for one view. Only once no peer can still write into it:
+   * ofi_rxm answers a write to a closed key by tearing down the whole connection to that peer
+   * (see membership/view-instance.ts for how long views keep theirs).
    */
   deregister(region: MemoryRegion): void {
     if (!this.regions.delete(region) || this.ctx === null) return;
