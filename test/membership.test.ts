@@ -57,6 +57,11 @@ async function viewWith(procs: Child[], expected: number[], timeout_ms: number, 
   );
 }
 
+/** The id of the latest view `p` has reported. */
+function lastVid(p: Child): number {
+  return viewOf(p.inbox.filter((m) => m.type === 'view').at(-1)!).vid;
+}
+
 async function states(procs: Child[]): Promise<Msg[]> {
   for (const p of procs) p.inbox.splice(0, p.inbox.length, ...p.inbox.filter((m) => m.type !== 'state'));
   for (const p of procs) p.send({ cmd: 'state' });
@@ -87,14 +92,16 @@ test.serial('5 members under 1 KiB and 4 MiB traffic: SIGKILL a member, then the
   for (const p of procs) p.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
   await sleep(2000);
 
+  const v0 = lastVid(procs[0]!);
   procs[3]!.kill('SIGKILL');
-  const afterMember = await viewWith([0, 1, 2, 4].map((i) => procs[i]!), [0, 1, 2, 4], 10_000);
+  const afterMember = await viewWith([0, 1, 2, 4].map((i) => procs[i]!), [0, 1, 2, 4], 10_000, v0);
   t.log(`member 3 killed: survivors installed the next view after ${Math.max(...afterMember)} ms`);
   t.true(Math.max(...afterMember) < 3 * TIMEOUT_MS, `view installed within 3 x timeout_ms (${Math.max(...afterMember)} ms)`);
   await sleep(1500);
 
+  const v1 = lastVid(procs[1]!);
   procs[0]!.kill('SIGKILL');
-  const afterLeader = await viewWith([1, 2, 4].map((i) => procs[i]!), [1, 2, 4], 10_000);
+  const afterLeader = await viewWith([1, 2, 4].map((i) => procs[i]!), [1, 2, 4], 10_000, v1);
   t.log(`leader killed: survivors installed the next view after ${Math.max(...afterLeader)} ms`);
   t.true(Math.max(...afterLeader) < 3 * TIMEOUT_MS, `view installed within 3 x timeout_ms (${Math.max(...afterLeader)} ms)`);
   await sleep(1000);
@@ -131,10 +138,11 @@ test.serial('2 shards x 3 members over 7 nodes: the spare replaces a killed shar
   for (const p of procs) p.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
   await sleep(2000);
   const victim = r[4]!;
+  const vBefore = lastVid(procs[0]!);
   procs[victim]!.kill('SIGKILL');
   const rest = r.filter((id) => id !== victim);
   const survivors = rest.map((i) => procs[i]!);
-  await viewWith(survivors, [...rest].sort((a, b) => a - b), 10_000);
+  await viewWith(survivors, [...rest].sort((a, b) => a - b), 10_000, vBefore);
   const after = viewOf(survivors[0]!.inbox.filter((m) => m.type === 'view').at(-1)!);
   t.deepEqual(after.layout[0]!.shards, [r.slice(0, 3), [r[3]!, r[5]!, 6]], 'survivors keep their roles; the spare takes the free place');
   procs[6]!.send({ cmd: 'traffic', on: true, large_every: 40, concurrency: 4 });
@@ -156,9 +164,10 @@ test.serial('a graceful leave installs a view without the member and loses none 
   await sleep(1000);
   procs[2]!.send({ cmd: 'traffic', on: false });
   await procs[2]!.waitType('traffic-stopped', 10_000);
+  const vBefore = lastVid(procs[0]!);
   procs[2]!.send({ cmd: 'leave' });
   await procs[2]!.waitType('left', 20_000);
-  await viewWith([procs[0]!, procs[1]!], [0, 1], 10_000);
+  await viewWith([procs[0]!, procs[1]!], [0, 1], 10_000, vBefore);
   const st = await assertEqualStates(t, [procs[0]!, procs[1]!], () => '0/0');
   t.is(st.length, 2);
 });
@@ -226,9 +235,10 @@ test.serial('the configured leader, restarted while the group runs on, joins it 
   await procs[0]!.waitType('ready', 30_000);
   for (const i of [1, 2]) procs.push(startMember(infos[i]!, infos[0]!, ONE, { data_dir: dirs[i] }));
   await viewWith(procs, [0, 1, 2], 30_000);
+  const vBefore = lastVid(procs[1]!);
   procs[0]!.kill('SIGKILL');
   await procs[0]!.waitExit(5_000);
-  const without = await viewWith([procs[1]!, procs[2]!], [1, 2], 10_000);
+  const without = await viewWith([procs[1]!, procs[2]!], [1, 2], 10_000, vBefore);
   t.true(without.length === 2);
   // Same configuration (it is the leader) and the same data dir: it remembers {0,1,2}.
   procs[0] = startMember(infos[0]!, infos[0]!, ONE, { data_dir: dirs[0] });
@@ -236,4 +246,30 @@ test.serial('the configured leader, restarted while the group runs on, joins it 
   const v = ready.view as ViewMsg;
   t.deepEqual(ids(v), [0, 1, 2], 'it is back in the running group');
   t.true(v.vid > 2, `the group's view ids go on (view ${v.vid}), no new group was started`);
+});
+
+test.serial('after an inadequate stretch, members that joined during it allocate the same layout as the others', async (t) => {
+  t.timeout(180_000);
+  const spec: GroupSpec = { ...ONE, types: [{ type: 'kv', policy: { kind: 'even_sharding', shards: 2, members_per_shard: 3 } }] };
+  const infos = await memberInfos(8);
+  const procs = await startGroup(t, infos.slice(0, 6), spec);
+  const full = viewOf(procs[0]!.inbox.filter((m) => m.type === 'view').at(-1)!);
+  const r = full.members.map((m) => m.id);
+  // Two of shard 0 fail: 4 of 6 remain (a majority), but shard 0 has 1 member of 3. Survivors
+  // in rank order are not the layout's order, so allocating from scratch would differ.
+  for (const id of [r[1]!, r[2]!]) procs[id]!.kill('SIGKILL');
+  const rest = [r[0]!, r[3]!, r[4]!, r[5]!];
+  await viewWith(rest.map((id) => procs[id]!), [...rest].sort((a, b) => a - b), 10_000, full.vid);
+  const short = viewOf(procs[rest[0]!]!.inbox.filter((m) => m.type === 'view').at(-1)!);
+  t.deepEqual(short.layout, [], 'inadequately provisioned: no layout');
+  // Member 6 joins while the view stays inadequate; member 7's join makes it adequate again.
+  procs.push(startMember(infos[6]!, infos[r[0]!]!, spec));
+  await procs[6]!.waitType('ready', 30_000);
+  procs.push(startMember(infos[7]!, infos[r[0]!]!, spec));
+  await procs[7]!.waitType('ready', 30_000);
+  const all = [...rest, 6, 7];
+  await viewWith(all.map((id) => procs[id]!), [...all].sort((a, b) => a - b), 15_000, short.vid);
+  const layouts = all.map((id) => viewOf(procs[id]!.inbox.filter((m) => m.type === 'view').at(-1)!).layout);
+  t.deepEqual(layouts[0]![0]!.shards, [[r[0]!, 6, 7], r.slice(3, 6)], 'shard 1 kept; shard 0 keeps its survivor and takes the joiners');
+  for (const [i, l] of layouts.entries()) t.deepEqual(l, layouts[0], `member ${all[i]} installed the same layout`);
 });

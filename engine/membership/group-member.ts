@@ -359,7 +359,7 @@ export class GroupMember {
         }
         if (answer.type === 'welcome') {
           const view = answer.view as View;
-          this.lastLayout = null;
+          this.lastLayout = view.basis ?? null;
           this.lastView = null;
           await this.install(view, null, (answer.fetches as { subgroup: number; shard: number; source: number }[]) ?? []);
           return;
@@ -472,7 +472,7 @@ export class GroupMember {
     const joiners = d.joins.map(decodeMember);
     const members = [...d.keep.map((r) => v.view.members[r]!), ...joiners];
     const layout = this.allocate(members.map((m) => m.id));
-    const next: View = { vid: v.view.vid + 1, members, layout: layout ?? { subgroups: [] } };
+    const next: View = layout !== null ? { vid: v.view.vid + 1, members, layout } : { vid: v.view.vid + 1, members, layout: { subgroups: [] }, basis: this.lastLayout };
     // Offer state for every shard that gains members, if we are its designated source.
     const newcomers = this.newcomerShards(v.view, next);
     for (const { ref, source } of newcomers) {

@@ -25,7 +25,13 @@ export interface View {
   vid: number;
   /** Rank order; the leader is the lowest-ranked member that is not suspected. */
   members: MemberInfo[];
+  /** No subgroups when the view is inadequately provisioned. */
   layout: Layout;
+  /**
+   * In an inadequate view, the last adequate layout: the next layout is allocated from it, so
+   * survivors keep their places. It travels with the view so a joiner allocates as the others do.
+   */
+  basis?: Layout | null;
 }
 
 /** What `tempest status` and `GET /v1/cluster` show. */

@@ -1059,7 +1059,9 @@ class Simulation {
   private send(msg: NetMsg, lane: number): void {
     const link = (msg.from * MAX_PROCS + msg.to) * 3 + lane;
     let delay = this.cfg.linkBase[msg.from * MAX_PROCS + msg.to]! + this.rng.int(0, this.cfg.jitter);
-    if (this.cfg.stallChance > 0 && this.rng.chance(this.cfg.stallChance)) {
+    // Stalls (up to 160 ticks, past the detector's timeout) are faults too: they end with the
+    // fault window, or false suspicions would go on forever and no group could ever settle.
+    if (this.cfg.stallChance > 0 && this.now <= this.cfg.faultsEnd && this.rng.chance(this.cfg.stallChance)) {
       delay += this.rng.int(30, 160);
       this.stats.stalls++;
     }
