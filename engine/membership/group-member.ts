@@ -8,8 +8,6 @@
  * when it is delivered here, which in an ordered shard means every member received it; whatever a
  * view did not deliver is sent again, in order, in the next one.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import * as path from 'node:path';
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { Fabric, type MemoryRegion } from '../transport/fabric.js';
@@ -17,7 +15,9 @@ import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, controlRequest } from './control.js';
 import type { Decision } from './gms-core.js';
+import { type Contact, requestAdmission } from './join-client.js';
 import { Outbox } from './outbox.js';
+import { RememberedView } from './remembered-view.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
 import { allShards, EPOCHS, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
@@ -35,7 +35,7 @@ export interface SubgroupHandlers {
 export interface GroupMemberOptions {
   self: MemberInfo;
   /** Where to ask to join; when it is ourselves we start the group. */
-  leader: { ip: string; gms_port: number };
+  leader: Contact;
   provider: string;
   domain: string;
   tx_depth: number;
@@ -63,10 +63,8 @@ export interface GroupMemberOptions {
 export type MemberState = 'joining' | 'member' | 'rejoining' | 'closed';
 
 const MAX_JOINS_PER_VIEW = 8;
-/** The last installed view, under data_dir. */
-const VIEW_FILE = 'membership-view.json';
-const JOIN_RETRY_MS = 200;
-const MAX_REDIRECTS = 8;
+/** Pause between rejoin attempts of a member that lost its majority. */
+const REJOIN_RETRY_MS = 200;
 const HELLO_RETRY_MS = 20;
 
 function shardKey(subgroup: number, shard: number): string {
@@ -102,9 +100,11 @@ export class GroupMember {
   /** View changes installed here, with how long each took from the first wedge (ms). */
   readonly viewChangeTimes_ms: number[] = [];
   private wedgedAt_ms = 0;
+  private readonly remembered: RememberedView | null;
 
   private constructor(opts: GroupMemberOptions, fabric: Fabric) {
     this.opts = opts;
+    this.remembered = opts.data_dir === undefined ? null : new RememberedView(opts.data_dir, opts.log);
     this.self = opts.self;
     this.log = opts.log;
     this.fabric = fabric;
@@ -128,7 +128,7 @@ export class GroupMember {
       gm.transfer = await StateTransferServer.listen(opts.self.ip, opts.self.state_transfer_port, opts.log);
       gm.sendTimer = setInterval(() => gm.expireSends(), Math.max(10, Math.min(1000, opts.heartbeat_ms))).unref();
       const isLeader = opts.leader.ip === opts.self.ip && opts.leader.gms_port === opts.self.gms_port;
-      const remembered = isLeader ? await gm.rememberedContacts() : [];
+      const remembered = isLeader && gm.remembered ? await gm.remembered.contacts(opts.self.id) : [];
       if (isLeader && !(remembered.length > 0 && (await gm.rejoinRemembered(remembered)))) {
         await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
       } else if (!isLeader) await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
@@ -337,66 +337,28 @@ export class GroupMember {
     if (joins.length > 0) core.setPendingJoins(joins.slice(0, MAX_JOINS_PER_VIEW).map((j) => encodeMember(j.member)));
   }
 
-  /** Asks to be admitted until welcomed or the deadline passes. */
-  private async joinLoop(deadline: number, contacts: { ip: string; gms_port: number }[]): Promise<void> {
-    let lastError = 'no attempt';
-    let i = 0;
-    while (Date.now() < deadline && this.state !== 'closed') {
-      let target = contacts[i++ % contacts.length]!;
-      for (let hop = 0; hop < MAX_REDIRECTS && Date.now() < deadline; hop++) {
-        let answer: Record<string, unknown>;
-        try {
-          // Bounded per attempt: a leader that fails or loses its majority while holding our
-          // request never answers it, and a retry reaches whoever leads now.
-          answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: this.self }, Math.max(100, Math.min(deadline - Date.now(), 10 * this.opts.timeout_ms)));
-        } catch (err) {
-          lastError = `${target.ip}:${target.gms_port}: ${(err as Error).message}`;
-          break;
-        }
-        if (answer.type === 'redirect') {
-          target = answer.leader as typeof target;
-          continue;
-        }
-        if (answer.type === 'welcome') {
-          const view = answer.view as View;
-          this.lastLayout = view.basis ?? null;
-          this.lastView = null;
-          await this.install(view, null, (answer.fetches as { subgroup: number; shard: number; source: number }[]) ?? []);
-          return;
-        }
-        lastError = `${target.ip}:${target.gms_port}: ${String(answer.reason ?? answer.type)}`;
-        break;
-      }
-      if ((this.state as MemberState) === 'closed') break;
-      await new Promise((r) => setTimeout(r, JOIN_RETRY_MS));
-    }
-    throw new TempestError('ERR_MEMBERSHIP_JOIN', `member ${this.self.id} was not admitted to the group: ${lastError}`);
+  /** Asks to be admitted (join-client.ts) and installs the view that admits us. */
+  private async joinLoop(deadline: number, contacts: Contact[]): Promise<void> {
+    const welcome = await requestAdmission({
+      self: this.self,
+      contacts,
+      deadline_ms: deadline,
+      attempt_ms: 10 * this.opts.timeout_ms,
+      stopped: () => this.state === 'closed',
+    });
+    // Allocation goes on from the layout the others use (an inadequate view carries it).
+    this.lastLayout = welcome.view.basis ?? null;
+    this.lastView = null;
+    await this.install(welcome.view, null, welcome.fetches);
   }
 
   // ---- the remembered view (data_dir) --------------------------------------------------------
-
-  private get viewFile(): string | null {
-    return this.opts.data_dir === undefined ? null : path.join(this.opts.data_dir, VIEW_FILE);
-  }
-
-  /** The other members of the last view this member installed before it restarted. */
-  private async rememberedContacts(): Promise<{ ip: string; gms_port: number }[]> {
-    const file = this.viewFile;
-    if (file === null) return [];
-    try {
-      const v = JSON.parse(await readFile(file, 'utf8')) as { members?: unknown };
-      if (!Array.isArray(v.members)) return [];
-      return v.members.filter((m): m is MemberInfo => isMemberInfo(m) && m.id !== this.self.id).map((m) => ({ ip: m.ip, gms_port: m.gms_port }));
-    } catch {
-      return []; // no file (first start, or an empty data dir) or an unreadable one
-    }
-  }
 
   /**
    * One pass over the remembered members: joins their group if one still runs. False when none
    * is in a view (all refused, or are themselves starting), so the leader may start the group.
    */
-  private async rejoinRemembered(contacts: { ip: string; gms_port: number }[]): Promise<boolean> {
+  private async rejoinRemembered(contacts: Contact[]): Promise<boolean> {
     let groupSeen = false;
     for (const c of contacts) {
       try {
@@ -411,20 +373,6 @@ export class GroupMember {
     await this.joinLoop(Date.now() + (this.opts.join_timeout_ms ?? 60_000), contacts);
     return true;
   }
-
-  private remember(view: View): void {
-    const file = this.viewFile;
-    if (file === null) return;
-    const tmp = `${file}.tmp`;
-    // One write at a time, in view order, each replacing the file whole (write, then rename).
-    this.remembering = this.remembering
-      .then(() => mkdir(path.dirname(file), { recursive: true }))
-      .then(() => writeFile(tmp, JSON.stringify({ vid: view.vid, members: view.members })))
-      .then(() => rename(tmp, file))
-      .catch((err: Error) => this.log.warn({ err: err.message, file }, 'could not remember the view'));
-  }
-
-  private remembering: Promise<void> = Promise.resolve();
 
   // ---- view changes --------------------------------------------------------------------------
 
@@ -590,7 +538,7 @@ export class GroupMember {
     const took = this.wedgedAt_ms === 0 ? 0 : performance.now() - this.wedgedAt_ms;
     if (prev !== null) this.viewChangeTimes_ms.push(took);
     this.wedgedAt_ms = 0;
-    this.remember(view);
+    this.remembered?.remember(view);
     const summary = this.summary()!;
     this.log.info({ vid: view.vid, members: view.members.map((m) => m.id), layout: summary.layout_text, install_ms: Math.round(performance.now() - t0), change_ms: Math.round(took) }, 'view installed');
     for (const fn of this.viewListeners) fn(summary);
@@ -687,7 +635,7 @@ export class GroupMember {
       if (this.state !== 'rejoining') return;
       this.joinLoop(Date.now() + 10 * this.opts.timeout_ms, contacts).catch((err: Error) => {
         this.log.debug({ err: err.message }, 'rejoin attempt failed; trying again');
-        this.rejoinTimer = setTimeout(attempt, JOIN_RETRY_MS);
+        this.rejoinTimer = setTimeout(attempt, REJOIN_RETRY_MS);
       });
     };
     attempt();
@@ -696,7 +644,7 @@ export class GroupMember {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    await this.remembering;
+    await this.remembered?.flushed();
     if (this.sendTimer !== undefined) clearInterval(this.sendTimer);
     if (this.rejoinTimer !== undefined) clearTimeout(this.rejoinTimer);
     this.failOutboxes(() => new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
