@@ -184,3 +184,37 @@ test('tempest node --help describes the overrides; an unknown option is a usage 
   t.is(failed.code, 2);
   t.regex(bad.stderr(), /no-such-option/);
 });
+
+test('tempest up (npm start) runs the 3-member layout: every member reports its view; Ctrl-C stops all three', async (t) => {
+  t.timeout(60_000);
+  const dir = mkdtempSync(path.join(tmpdir(), 'tempest-up-'));
+  // Its own process group, so teardown can stop the members too if the test fails half-way.
+  const child = spawn(process.execPath, [BIN, 'up'], { cwd: dir, detached: true, env: { ...process.env, TEMPEST_LOG_FORMAT: 'json', TEMPEST_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const lines = () => out.split('\n').filter((l) => /^\[node\d\] .* in view \d+/.test(l));
+  await within(
+    new Promise<void>((resolve) => {
+      const check = () => (lines().length === 3 ? resolve() : setTimeout(check, 100));
+      check();
+    }),
+    45_000,
+    `three members in a view (stdout: ${out}, stderr: ${err})`,
+  );
+  t.deepEqual(lines().map((l) => l.slice(0, 7)).sort(), ['[node0]', '[node1]', '[node2]']);
+  t.regex(lines().find((l) => l.startsWith('[node0]'))!, /in view 0 with members 0 \(leader 0\)/, 'node0 started the group');
+  process.kill(child.pid!, 'SIGINT');
+  t.is(await within(exit, EXIT_TIMEOUT_MS, 'tempest up did not stop after Ctrl-C'), 0, err);
+  t.true(readFileSync(path.join(dir, 'data', 'node0', 'membership-view.json'), 'utf8').includes('"members"'), 'the last view is remembered under ./data');
+});

@@ -490,20 +490,7 @@ export class GroupMember {
     } else if (this.lastView !== null) {
       for (const n of this.newcomerShards(this.lastView, view)) if (n.newcomers.includes(this.self.id) && n.source !== null) fetches.push({ ref: n.ref, source: n.source });
     }
-    const inst = new ViewInstance({
-      fabric: this.fabric,
-      view,
-      self: this.self,
-      multicast: this.opts.multicast,
-      heartbeat_ms: this.opts.heartbeat_ms,
-      timeout_ms: this.opts.timeout_ms,
-      send_timeout_ms: this.opts.send_timeout_ms ?? 30_000,
-      maxJoins: MAX_JOINS_PER_VIEW,
-      requireMajority: this.opts.require_majority ?? true,
-      onChange: () => this.step(),
-      onDeliver: (ref, sender, index, payload) => this.deliver(view.vid, ref, sender, index, payload),
-      log: this.log.child({ layer: 'membership', vid: view.vid }),
-    });
+    const inst = this.newViewInstance(view);
     this.hello = { vid: view.vid, id: this.self.id, provider: this.fabric.provider, address: this.fabric.address().toString('base64'), regions: inst.helloRegions() };
     let hellos: Awaited<ReturnType<GroupMember['exchangeHellos']>>;
     try {
@@ -551,6 +538,28 @@ export class GroupMember {
     // Kept in this view although we asked to leave (the others needed us for a majority): ask again.
     if (this.leaving) inst.core?.requestLeave();
     this.step();
+  }
+
+  /**
+   * Not inside install(): the callbacks made here live as long as the view, and closures made in
+   * install() would keep its whole context alive, `prev` included, so every view would keep the
+   * one before it (and its registered memory) reachable forever.
+   */
+  private newViewInstance(view: View): ViewInstance {
+    return new ViewInstance({
+      fabric: this.fabric,
+      view,
+      self: this.self,
+      multicast: this.opts.multicast,
+      heartbeat_ms: this.opts.heartbeat_ms,
+      timeout_ms: this.opts.timeout_ms,
+      send_timeout_ms: this.opts.send_timeout_ms ?? 30_000,
+      maxJoins: MAX_JOINS_PER_VIEW,
+      requireMajority: this.opts.require_majority ?? true,
+      onChange: () => this.step(),
+      onDeliver: (ref, sender, index, payload) => this.deliver(view.vid, ref, sender, index, payload),
+      log: this.log.child({ layer: 'membership', vid: view.vid }),
+    });
   }
 
   private async fetchShardState(view: View, ref: ShardRef, source: number): Promise<void> {

@@ -4,6 +4,9 @@
  * leader and another), measures until every survivor has installed the view without it, then
  * restarts the member (it joins again, with state transfer) for the next run.
  *
+ * The member with the highest id is never killed: its RSS before the first and after the last
+ * view change shows whether views leak.
+ *
  * Two figures per run: failure-to-view (kill until the last survivor installs: detection by
  * timeout_ms dominates it), and wedge-to-install (what the protocol itself costs: agreement,
  * ragged trim, tables and multicast of the next view), as measured inside the members.
@@ -59,6 +62,8 @@ interface Figures {
   wedge_to_install_ms: number[];
   /** From spawning the restarted member until every member's view has it again (process start included). */
   restart_to_view_ms: number[];
+  /** RSS of the one member never killed, before the first and after the last view change. */
+  steady_rss_bytes: [number, number];
 }
 
 async function measure(n: number): Promise<Figures> {
@@ -67,6 +72,8 @@ async function measure(n: number): Promise<Figures> {
   const failureToView: number[] = [];
   const wedgeToInstall: number[] = [];
   const rejoin: number[] = [];
+  let rssBefore = 0;
+  let rssAfter = 0;
   try {
     procs.push(start(members[0]!, members[0]!));
     await procs[0]!.waitType('ready', 30_000);
@@ -74,12 +81,22 @@ async function measure(n: number): Promise<Figures> {
     await Promise.all(procs.map((p) => p!.waitType('ready', 60_000)));
     await procs[0]!.waitFor((m) => m.type === 'view' && viewOf(m).members.length === n, 60_000, 'full view');
     for (const p of procs) p!.send({ cmd: 'traffic', on: true, large_every: 0, concurrency: 2 });
+    const rssOf = async (p: Child): Promise<number> => {
+      p.inbox.splice(0, p.inbox.length, ...p.inbox.filter((m) => m.type !== 'state'));
+      p.send({ cmd: 'state' });
+      return (await p.waitType('state', 10_000)).rss_bytes as number;
+    };
+    // The member never killed (the last in rank): its memory across every view change.
+    const steady = procs[n - 1]!;
+    rssBefore = await rssOf(steady);
     for (let run = 0; run < RUNS; run++) {
       const live = procs.filter((p): p is Child => p !== null && p.exited === null);
       const last = live.map((p) => p.inbox.filter((m) => m.type === 'view').at(-1)!);
       const view = viewOf(last[0]!);
       // Alternate: the leader, then another member.
-      const victimId = run % 2 === 0 ? view.leader : view.members.find((m) => m.id !== view.leader)!.id;
+      // Every other run kills the leader (unless it is the member kept for the memory figure).
+      const leaderRun = run % 2 === 0 && view.leader !== n - 1;
+      const victimId = leaderRun ? view.leader : view.members.find((m) => m.id !== view.leader && m.id !== n - 1)!.id;
       const victim = procs[victimId]!;
       const survivors = live.filter((p) => p !== victim);
       const t0 = performance.now();
@@ -104,10 +121,11 @@ async function measure(n: number): Promise<Figures> {
       process.stdout.write(`  ${n} members, run ${run + 1}/${RUNS}: killed ${victimId === view.leader ? 'the leader' : 'a member'}, view after ${failureToView.at(-1)!.toFixed(0)} ms (wedge to install ${wedgeToInstall.at(-1)!.toFixed(0)} ms); restarted, in the view again after ${rejoin.at(-1)!.toFixed(0)} ms\n`);
       await sleep(300);
     }
+    rssAfter = await rssOf(steady);
   } finally {
     await killAll(procs.filter((p): p is Child => p !== null));
   }
-  return { failure_to_view_ms: failureToView, wedge_to_install_ms: wedgeToInstall, restart_to_view_ms: rejoin };
+  return { failure_to_view_ms: failureToView, wedge_to_install_ms: wedgeToInstall, restart_to_view_ms: rejoin, steady_rss_bytes: [rssBefore, rssAfter] };
 }
 
 const results: Record<string, Figures> = {};
@@ -118,10 +136,11 @@ for (const n of [3, 5]) {
   process.stdout.write(
     `  ${n} members: failure to view median ${median(r.failure_to_view_ms).toFixed(0)} ms (p90 ${p90(r.failure_to_view_ms).toFixed(0)}), ` +
       `wedge to install median ${median(r.wedge_to_install_ms).toFixed(0)} ms (p90 ${p90(r.wedge_to_install_ms).toFixed(0)}), ` +
-      `restart to view median ${median(r.restart_to_view_ms).toFixed(0)} ms (max ${Math.max(...r.restart_to_view_ms).toFixed(0)})\n`,
+      `restart to view median ${median(r.restart_to_view_ms).toFixed(0)} ms (max ${Math.max(...r.restart_to_view_ms).toFixed(0)}); ` +
+      `RSS of a member through all ${2 * RUNS} view changes ${(r.steady_rss_bytes[0] / 2 ** 20).toFixed(0)} -> ${(r.steady_rss_bytes[1] / 2 ** 20).toFixed(0)} MiB\n`,
   );
 }
-const figures: Record<string, number> = {};
+const figures: Record<string, number | number[]> = {};
 const ratios: Record<string, number> = {};
 for (const n of [3, 5]) {
   const r = results[n]!;
@@ -129,6 +148,7 @@ for (const n of [3, 5]) {
   figures[`failure_to_view_p90_ms_${n}`] = Math.round(p90(r.failure_to_view_ms));
   figures[`wedge_to_install_median_ms_${n}`] = Math.round(median(r.wedge_to_install_ms));
   figures[`restart_to_view_median_ms_${n}`] = Math.round(median(r.restart_to_view_ms));
+  figures[`steady_member_rss_mib_${n}`] = r.steady_rss_bytes.map((b) => Math.round(b / 2 ** 20));
   ratios[`failure_to_view_vs_timeout_${n}`] = Number((median(r.failure_to_view_ms) / TIMEOUT_MS).toFixed(3));
 }
 process.stdout.write(`${JSON.stringify({ bench: 'membership', runs: RUNS, timeout_ms: TIMEOUT_MS, ...figures, ratios })}\n`);
