@@ -497,6 +497,11 @@ int64_t tf_av_insert(tf_ctx *ctx, const uint8_t *addr, uint32_t addr_len) {
   return (int64_t)fa;
 }
 
+int32_t tf_av_remove(tf_ctx *ctx, int64_t fi_addr) {
+  fi_addr_t fa = (fi_addr_t)fi_addr;
+  return fi_av_remove(ctx->av, &fa, 1, 0);
+}
+
 tf_mr *tf_mr_register(tf_ctx *ctx, void *buf, uint64_t len, uint64_t requested_key, char *errbuf,
                       uint32_t errbuf_len) {
   tf_mr *m = calloc(1, sizeof(*m));

@@ -73,6 +73,8 @@ uint32_t tf_cq_data_size(tf_ctx *ctx);
 int32_t tf_local_address(tf_ctx *ctx, uint8_t *out, uint32_t out_len);
 /* Inserts a peer address; returns its fi_addr (>= 0) or a negative error. */
 int64_t tf_av_insert(tf_ctx *ctx, const uint8_t *addr, uint32_t addr_len);
+/* Removes a peer from the address vector; ofi_rxm then closes its connection and frees it. */
+int32_t tf_av_remove(tf_ctx *ctx, int64_t fi_addr);
 
 /* Memory registration: once per buffer, reused for every operation on it. */
 tf_mr *tf_mr_register(tf_ctx *ctx, void *buf, uint64_t len, uint64_t requested_key, char *errbuf,

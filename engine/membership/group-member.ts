@@ -10,7 +10,7 @@
  */
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
-import { Fabric, type MemoryRegion } from '../transport/fabric.js';
+import { Fabric, type MemoryRegion, type PeerAddress } from '../transport/fabric.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, controlRequest } from './control.js';
@@ -91,7 +91,9 @@ export class GroupMember {
   private readonly awaitingState = new Set<string>();
   private changing = false;
   /** Registrations of ended views, kept until their service ids come round again. */
-  private retired: { vid: number; regions: MemoryRegion[] }[] = [];
+  private retired: { vid: number; regions: MemoryRegion[]; members: number[] }[] = [];
+  /** Each peer's libfabric address, from the latest hello (forgotten some views after it leaves). */
+  private readonly peerAddress = new Map<number, PeerAddress>();
   /** State transfers of the current view still running. */
   private stateFetches: Promise<void> | null = null;
   state: MemberState = 'joining';
@@ -500,17 +502,15 @@ export class GroupMember {
       if (prev?.core) prev.view.members.forEach((m, r) => prev.core!.suspects(r) && dead.add(m.id));
       hellos = await this.exchangeHellos(view, 3 * this.opts.timeout_ms, dead);
     } catch (err) {
-      this.retire(view.vid, inst.close());
+      this.retire(view, inst.close());
       throw err;
     }
-    if (prev) this.retire(prev.view.vid, prev.close());
+    if (prev) this.retire(prev.view, prev.close());
     if ((this.state as MemberState) === 'closed') {
       inst.close();
       return;
     }
-    // Registrations of views EPOCHS - 1 older than this one can go: their service ids come next.
-    for (const r of this.retired.filter((x) => x.vid <= view.vid - (EPOCHS - 1))) for (const m of r.regions) this.fabric.deregister(m);
-    this.retired = this.retired.filter((x) => x.vid > view.vid - (EPOCHS - 1));
+    this.releaseRetired(view);
     // Whatever is still in an outbox was not delivered in the old view (delivered updates were
     // acknowledged during the trim): all of it goes again, in order, in this one.
     for (const box of this.outboxes.values()) box.resubmitAll();
@@ -601,7 +601,9 @@ export class GroupMember {
               if (a.type === 'hello') {
                 const h = a.hello as Hello;
                 if (h.provider !== this.fabric.provider) throw new TempestError('ERR_TRANSPORT_PROVIDER_MISMATCH', `member ${m.id} runs libfabric provider "${h.provider}", this member "${this.fabric.provider}"`);
-                out.set(m.id, { ...h, address_fi: this.fabric.addPeer(Buffer.from(h.address, 'base64')) });
+                const address = this.fabric.addPeer(Buffer.from(h.address, 'base64'));
+                this.peerAddress.set(m.id, address);
+                out.set(m.id, { ...h, address_fi: address });
                 return;
               }
             } catch (err) {
@@ -621,8 +623,28 @@ export class GroupMember {
     if (sender === this.self.id) this.ownDelivered(ref);
   }
 
-  private retire(vid: number, regions: MemoryRegion[]): void {
-    if (regions.length > 0) this.retired.push({ vid, regions });
+  private retire(view: View, regions: MemoryRegion[]): void {
+    this.retired.push({ vid: view.vid, regions, members: view.members.map((m) => m.id) });
+  }
+
+  /**
+   * Views EPOCHS - 1 older than `current` can go: their service ids come next, and no peer writes
+   * into them any more. Their registrations are released, and so are the connections to members
+   * of theirs that are in no view since (the provider keeps a dead peer's connection otherwise).
+   */
+  private releaseRetired(current: View): void {
+    const expired = this.retired.filter((x) => x.vid <= current.vid - (EPOCHS - 1));
+    this.retired = this.retired.filter((x) => x.vid > current.vid - (EPOCHS - 1));
+    const stillKnown = new Set([...current.members.map((m) => m.id), ...this.retired.flatMap((x) => x.members)]);
+    for (const r of expired) {
+      for (const m of r.regions) this.fabric.deregister(m);
+      for (const id of r.members) {
+        const address = this.peerAddress.get(id);
+        if (id === this.self.id || stillKnown.has(id) || address === undefined) continue;
+        this.peerAddress.delete(id);
+        this.fabric.removePeer(address);
+      }
+    }
   }
 
   /** We are on a minority side or were excluded: refuse updates and keep asking to rejoin. */
@@ -633,7 +655,7 @@ export class GroupMember {
     this.changing = false;
     this.failOutboxes(() => this.noQuorumError());
     const last = this.current;
-    if (last) this.retire(last.view.vid, last.close());
+    if (last) this.retire(last.view, last.close());
     this.current = null;
     this.hello = null;
     for (const p of this.pendingJoins.values()) p.reply({ type: 'retry', reason: 'the leader lost its view' });

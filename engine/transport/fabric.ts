@@ -211,6 +211,17 @@ export class Fabric {
     return r as PeerAddress;
   }
 
+  /**
+   * Forgets a peer (it left the group): libfabric closes its connection and frees what it held.
+   * Only once nothing more will be posted to it; a later addPeer of the same address starts afresh.
+   */
+  removePeer(peer: PeerAddress): void {
+    if (this.ctx === null) return;
+    for (const [key, addr] of this.peerAddresses) if (addr === peer) this.peerAddresses.delete(key);
+    const rc = this.lib.tf_av_remove(this.ctx, peer);
+    if (rc !== 0) this.log.debug({ peer, rc }, 'fi_av_remove failed');
+  }
+
   /** Registers `buffer` once; every later operation on it reuses the registration. */
   register(buffer: Buffer): MemoryRegion {
     const errbuf = Buffer.alloc(256);

@@ -37,6 +37,7 @@ export interface NativeFabricLib {
   tf_cq_data_size(ctx: CtxHandle): number;
   tf_local_address(ctx: CtxHandle, out: Buffer, out_len: number): number;
   tf_av_insert(ctx: CtxHandle, addr: Buffer, addr_len: number): number | bigint;
+  tf_av_remove(ctx: CtxHandle, fi_addr: number): number;
   tf_mr_register(ctx: CtxHandle, buf: Buffer, len: number, key: number, errbuf: Buffer, errbuf_len: number): MrHandle | null;
   tf_mr_key(mr: MrHandle): number | bigint;
   tf_mr_remote_base(mr: MrHandle): number | bigint;
@@ -150,6 +151,7 @@ export function nativeFabric(): NativeFabricLib {
     tf_cq_data_size: f('uint32_t tf_cq_data_size(tf_ctx *ctx)'),
     tf_local_address: f('int32_t tf_local_address(tf_ctx *ctx, void *out, uint32_t out_len)'),
     tf_av_insert: f('int64_t tf_av_insert(tf_ctx *ctx, void *addr, uint32_t addr_len)'),
+    tf_av_remove: f('int32_t tf_av_remove(tf_ctx *ctx, int64_t fi_addr)'),
     tf_mr_register: f('tf_mr *tf_mr_register(tf_ctx *ctx, void *buf, uint64_t len, uint64_t requested_key, void *errbuf, uint32_t errbuf_len)'),
     tf_mr_key: f('uint64_t tf_mr_key(tf_mr *mr)'),
     tf_mr_remote_base: f('uint64_t tf_mr_remote_base(tf_mr *mr)'),
