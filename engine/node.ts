@@ -7,14 +7,11 @@
  */
 import type { TempestConfig } from '../config/index.js';
 import { GroupMember } from './membership/group-member.js';
-import type { ViewSummary } from './membership/view.js';
 import type { Logger } from './util/log.js';
 
 export interface NodeHandle {
   /** One human sentence on what this member is running and where. */
   describe(): string;
-  /** The current view (id, members, leader, layout), or null while joining. */
-  status(): ViewSummary | null;
   /** Stops every layer and releases ports, memory registrations and threads. Idempotent. */
   close(): Promise<void>;
 }
@@ -55,7 +52,6 @@ export async function startNode(cfg: TempestConfig, log: Logger): Promise<NodeHa
         `group membership on ${d.local_ip}:${d.gms_port}, ${view}. Storage, HTTP and FUSE come next.`
       );
     },
-    status: () => member.summary(),
     close: () => (closing ??= member.close()),
   };
 }

@@ -63,6 +63,7 @@ export interface GroupMemberOptions {
 export type MemberState = 'joining' | 'member' | 'rejoining' | 'closed';
 
 const MAX_JOINS_PER_VIEW = 8;
+const VIEW_TIMES_KEPT = 100;
 /** Pause between rejoin attempts of a member that lost its majority. */
 const REJOIN_RETRY_MS = 200;
 const HELLO_RETRY_MS = 20;
@@ -99,7 +100,7 @@ export class GroupMember {
   state: MemberState = 'joining';
   private sendTimer: NodeJS.Timeout | undefined;
   private rejoinTimer: NodeJS.Timeout | undefined;
-  /** View changes installed here, with how long each took from the first wedge (ms). */
+  /** The latest view changes installed here (at most VIEW_TIMES_KEPT), each from the first wedge, ms. */
   readonly viewChangeTimes_ms: number[] = [];
   private wedgedAt_ms = 0;
   private readonly remembered: RememberedView | null;
@@ -523,7 +524,10 @@ export class GroupMember {
     for (const f of fetches) inst.shardGroup(f.ref.global)?.group?.holdDeliveries();
     this.changing = false;
     const took = this.wedgedAt_ms === 0 ? 0 : performance.now() - this.wedgedAt_ms;
-    if (prev !== null) this.viewChangeTimes_ms.push(took);
+    if (prev !== null) {
+      this.viewChangeTimes_ms.push(took);
+      if (this.viewChangeTimes_ms.length > VIEW_TIMES_KEPT) this.viewChangeTimes_ms.shift();
+    }
     this.wedgedAt_ms = 0;
     this.remembered?.remember(view);
     const summary = this.summary()!;

@@ -13,6 +13,7 @@ import type { Layout } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { type Fabric, type MemoryRegion } from '../transport/fabric.js';
 import { StaticMesh } from '../transport/peer-mesh.js';
+import { Service } from '../transport/services.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type Decision, GmsCore, gmsColumns } from './gms-core.js';
@@ -26,9 +27,9 @@ import type { MemberInfo, View } from './view.js';
  * tearing down the whole connection.
  */
 export const EPOCHS = 4;
-const GMS_SERVICE_BASE = 8;
-const SHARD_SERVICE_BASE = 16;
-export const MAX_SHARDS = Math.floor((128 - SHARD_SERVICE_BASE) / (3 * EPOCHS));
+const GMS_SERVICE_BASE = Service.FirstViewTable;
+const SHARD_SERVICE_BASE = Service.FirstViewShard;
+export const MAX_SHARDS = Math.floor((Service.FirstApplication - SHARD_SERVICE_BASE) / (3 * EPOCHS));
 
 export type SharedMulticastSettings = Omit<MulticastSettings, 'name' | 'senders' | 'mode'>;
 

@@ -619,27 +619,6 @@ export class MulticastGroup {
     }
   }
 
-  /**
-   * Copies of our own messages beyond the trim (not delivered anywhere), oldest first: the
-   * sender sends them again in the next view. Nulls are not resent.
-   */
-  undelivered(trim: readonly number[]): Buffer[] {
-    const s = this.mySender;
-    if (s < 0) return [];
-    const out: Buffer[] = [];
-    const sent = this.core.receivedAt(this.core.myRank, s);
-    for (let k = trim[s]!; k < sent; k++) {
-      const kind = this.smc.kind(s, k);
-      if (kind === RecordKind.Data) out.push(Buffer.from(this.smc.payload(s, k)));
-      else if (kind === RecordKind.Rdmc) {
-        const buffer = this.rdmcBuf[s * this.W + (k % this.W)];
-        assert(buffer != null, 'our undelivered large message still has its buffer');
-        out.push(Buffer.from(buffer.region.buffer.subarray(buffer.offset, buffer.offset + this.smc.rdmcSize(s, k))));
-      }
-    }
-    return out;
-  }
-
   /** Memory this group registered itself (its default buffer pool), for the owner to retire. */
   registeredRegions(): MemoryRegion[] {
     return this.ownsBuffers && this.buffers instanceof SlabBufferPool ? [this.buffers.region] : [];

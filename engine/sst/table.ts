@@ -18,8 +18,6 @@ import { type PredicateHandle, PredicateSet, type PredicateSpec } from './predic
 const WHOLE_ROW = 0xff;
 /** A push not completed after this long is taken as lost (its connection was torn down). */
 const PUSH_LOST_MS = 500;
-/** Delay before pushing again to a peer whose last push failed. */
-const PUSH_RETRY_MS = 20;
 
 export interface SstOptions {
   fabric: Fabric;
@@ -74,7 +72,6 @@ export class SharedStateTable {
   private readonly pushBusy: Uint8Array;
   private readonly pushDirty: Uint8Array;
   private readonly pushPostedAt_ms: Float64Array;
-  private readonly retryTimers: (NodeJS.Timeout | undefined)[];
   /** Peers we no longer push to (suspected failed). */
   private readonly frozen: Uint8Array;
   private evalScheduled = false;
@@ -83,8 +80,6 @@ export class SharedStateTable {
   rowUpdates = 0;
   /** Pushes refused as torn or stale and left to a newer push. */
   pushesSkipped = 0;
-  /** Pushes whose completion never came, given up on after PUSH_LOST_MS. */
-  pushesAbandoned = 0;
 
   constructor(opts: SstOptions) {
     this.layout = new RowLayout(opts.columns);
@@ -108,7 +103,6 @@ export class SharedStateTable {
     this.pushDirty = new Uint8Array(n * g);
     this.pushPostedAt_ms = new Float64Array(n * g);
     this.failingSince_ms = new Float64Array(n);
-    this.retryTimers = new Array(n).fill(undefined);
     this.frozen = new Uint8Array(n);
     // Peers may push before we attach (they finished connecting first): accept from the start.
     this.fabric.onRemoteWrite(this.service, (value) => this.received(value >>> 8, value & 0xff));
@@ -136,13 +130,12 @@ export class SharedStateTable {
         this.pushDone(tag);
       },
       onError: (_kind, tag, err, message) => {
-        // A connection being re-established refuses writes for a while: push again later (the
-        // latest values; the table converges, nothing is queued).
-        this.log.debug({ peer: this.members[Math.floor(tag / 256)], err, message }, 'SST push failed; retrying');
+        // A connection being re-established refuses writes for a while. Nothing is queued: the
+        // owner pushes the whole row every heartbeat, which repairs the table once it is back.
+        this.log.debug({ peer: this.members[Math.floor(tag / 256)], err, message }, 'SST push failed');
         this.pushDone(tag);
         const rank = Math.floor(tag / 256);
         if (!this.closed && !this.frozen[rank]) {
-          this.retryLater(rank);
           const now = performance.now();
           if (this.failingSince_ms[rank] === 0) this.failingSince_ms[rank] = now;
           if (now - this.failingSince_ms[rank]! >= this.peerErrorGrace_ms) this.onPeerError?.(rank, message);
@@ -261,22 +254,12 @@ export class SharedStateTable {
     this.post(rank, WHOLE_ROW, 0, this.layout.rowBytes);
   }
 
-  private retryLater(rank: number): void {
-    if (this.retryTimers[rank] !== undefined) return;
-    this.retryTimers[rank] = setTimeout(() => {
-      this.retryTimers[rank] = undefined;
-      if (this.closed || this.frozen[rank] || this.mesh === null) return;
-      for (let gi = 0; gi < this.layout.groups.length; gi++) this.sendGroup(rank, gi);
-    }, PUSH_RETRY_MS);
-  }
-
   private sendGroup(rank: number, gi: number): void {
     const slot = rank * this.layout.groups.length + gi;
     if (this.pushBusy[slot]) {
       // A push whose completion never came (its connection was torn down) is given up on, so
       // one lost completion never silences a group for good; the seqlock makes a late one harmless.
       if (performance.now() - this.pushPostedAt_ms[slot]! > PUSH_LOST_MS) {
-        this.pushesAbandoned++;
         this.pushBusy[slot] = 0;
       } else {
         this.pushDirty[slot] = 1;
@@ -389,7 +372,6 @@ export class SharedStateTable {
    */
   close(release = false): void {
     this.closed = true;
-    for (const t of this.retryTimers) if (t !== undefined) clearTimeout(t);
     if (!release) return;
     this.fabric.offRemoteWrite(this.service);
     if (this.handlerId !== 0) this.fabric.removeHandler(this.handlerId);

@@ -13,6 +13,10 @@ export const Service = {
   Smc: 4,
   /** Large-message multicast blocks (engine/multicast/rdmc.ts). */
   Rdmc: 5,
+  /** 8..15: membership tables of views, one per epoch (engine/membership/view-instance.ts). */
+  FirstViewTable: 8,
+  /** 16..127: shard tables, SMC and RDMC of views, by epoch and shard (view-instance.ts). */
+  FirstViewShard: 16,
   /** 128..255 are left to applications and tests. */
   FirstApplication: 128,
 } as const;

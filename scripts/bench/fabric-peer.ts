@@ -2,15 +2,15 @@
  * A benchmark peer over Tempest's transport (a real Member), driven by the benchmark over IPC.
  * Workloads: one-way streams of equal-sized messages, ping-pong, and RMA write streams.
  */
-import { Member } from '../../engine/member.js';
+import { Member, type MemberAddress } from '../../engine/member.js';
 import { CompletionKind, immediate } from '../../engine/transport/fabric.js';
 import { Service } from '../../engine/transport/services.js';
 import { ReplyLatch } from './reply-latch.js';
 import { report, reportFailure } from '../lib/ipc-child.js';
 
 interface Args {
-  self: { id: number; ip: string; port: number; fabric_port: number };
-  members: { id: number; ip: string; port: number; fabric_port: number }[];
+  self: MemberAddress;
+  members: MemberAddress[];
   provider: string;
   slot_size_bytes: number;
   slots_per_peer: number;
