@@ -77,6 +77,13 @@ export interface GmsTable {
 export interface GmsEffects {
   /** Stop sending and counting arrivals in every multicast of this view; the final received count per trim slot. */
   wedge(): number[];
+  /**
+   * Called with a value (members kept, joins, ragged trim) just before this member accepts it,
+   * that is before the value is published from its row. Durable subgroups write the trim to
+   * stable storage here (DESIGN §6: a ragged trim is logged before it is published), so a total
+   * crash in the middle of a view change never loses or invents a delivery.
+   */
+  logAccepted?(value: Decision): void;
 }
 
 /** The agreed next view, relative to the current one. */
@@ -213,7 +220,10 @@ export class GmsCore {
       assert(t.get(r, Col.acc) === b, 'a decided row holds the decided value');
       if (!this.wedged) this.wedgeNow();
       if (r !== this.me) {
-        if (t.get(this.me, Col.acc) !== b) this.copyValue(r);
+        if (t.get(this.me, Col.acc) !== b) {
+          this.copyValue(r);
+          this.effects.logAccepted?.(this.readValue(this.me, b));
+        }
         t.set(Col.acc, b);
         t.set(Col.decided, b);
         t.push(GMS_GROUP);
@@ -242,6 +252,7 @@ export class GmsCore {
     const prop = t.get(leader, Col.prop);
     if (leader !== this.me && prop !== 0 && this.wedged && prop >= t.get(this.me, Col.promised) && t.get(leader, Col.acc) === prop && t.get(this.me, Col.acc) !== prop) {
       this.copyValue(leader);
+      this.effects.logAccepted?.(this.readValue(this.me, prop));
       t.set(Col.acc, prop);
       t.set(Col.promised, prop);
       dirty = true;
@@ -344,6 +355,7 @@ export class GmsCore {
       } else {
         this.writeFreshValue(keep);
       }
+      this.effects.logAccepted?.(this.readValue(this.me, b));
       t.set(Col.acc, b);
       t.set(Col.prop, b);
       this.phase2 = true;
@@ -383,7 +395,7 @@ export class GmsCore {
     for (let s = 0; s < this.slotRanks.length; s++) t.set(Col.accTrim, t.get(from, Col.accTrim, s), s);
   }
 
-  private readValue(rank: number): Decision {
+  private readValue(rank: number, ballot?: number): Decision {
     const t = this.t;
     const keep: number[] = [];
     for (let r = 0; r < this.n; r++) if (t.get(rank, Col.accKeep, r) === 1) keep.push(r);
@@ -396,6 +408,6 @@ export class GmsCore {
     }
     const trim: number[] = [];
     for (let s = 0; s < this.slotRanks.length; s++) trim.push(t.get(rank, Col.accTrim, s));
-    return { ballot: t.get(rank, Col.acc), keep, joins, trim };
+    return { ballot: ballot ?? t.get(rank, Col.acc), keep, joins, trim };
   }
 }

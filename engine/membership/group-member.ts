@@ -11,25 +11,61 @@
 import { allocateLayout, type Layout, type SubgroupTypeSpec, validatePolicies } from '../subgroups/allocation.js';
 import type { Hello } from '../transport/bootstrap.js';
 import { Fabric, type MemoryRegion, type PeerAddress } from '../transport/fabric.js';
+import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { ControlServer, controlRequest } from './control.js';
 import type { Decision } from './gms-core.js';
 import { type Contact, requestAdmission } from './join-client.js';
-import { Outbox } from './outbox.js';
-import { RememberedView } from './remembered-view.js';
+import { Outbox, type Settle } from './outbox.js';
+import { RememberedView, type StoredView } from './remembered-view.js';
+import { planRestart, type RestartReport, restartQuorum, shardName } from './restart-plan.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
 import { allShards, EPOCHS, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
 
+/** One update delivered in order: `index` counts deliveries in view `vid` (version = vid << 32 | index). */
+export interface Delivery {
+  /** Index into the view's layout. */
+  subgroup: number;
+  /** The subgroup's index among the subgroups of its type (what getState and setState take). */
+  subgroupIndex: number;
+  shard: number;
+  sender: number;
+  vid: number;
+  index: number;
+  /** Valid during the call only. */
+  payload: Buffer;
+}
+
+/**
+ * A shard's state captured at the end of a view, produced for a member new to the shard. `since`
+ * is the last version that member already holds in its own log (-1n when none), so a persistent
+ * shard sends only the log suffix it lacks.
+ */
+export type StateSource = (since: bigint) => Buffer | Promise<Buffer>;
+
 /** What the layer above provides per subgroup type. */
 export interface SubgroupHandlers {
   /** An update delivered in order (payload valid during the call). */
-  deliver(m: { subgroup: number; shard: number; sender: number; vid: number; index: number; payload: Buffer }): void;
-  /** The shard's state now (end of a view), for a member new to the shard. */
-  getState(subgroup: number, shard: number): Buffer;
-  /** Replaces the shard's state (this member is new to the shard). */
-  setState(subgroup: number, shard: number, state: Buffer): void;
+  deliver(m: Delivery): void;
+  /** The shard's state now (end of a view), for a member new to the shard; captured synchronously. */
+  getState(subgroupIndex: number, shard: number): StateSource;
+  /** Replaces the shard's state (this member is new to the shard); deliveries wait until it resolves. */
+  setState(subgroupIndex: number, shard: number, state: Buffer): void | Promise<void>;
+  /** The last version this member holds of the shard (for state transfer); -1n when none. */
+  localVersion?(subgroupIndex: number, shard: number): bigint;
+  /**
+   * Durable subgroup: a send is acknowledged only once every member of the shard has persisted
+   * it (reportPersisted), and ragged trims are logged before they are accepted.
+   */
+  durable?: boolean;
+}
+
+/** Where an acknowledged update was delivered. */
+export interface Delivered {
+  vid: number;
+  index: number;
 }
 
 export interface GroupMemberOptions {
@@ -60,13 +96,19 @@ export interface GroupMemberOptions {
   log: Logger;
 }
 
-export type MemberState = 'joining' | 'member' | 'rejoining' | 'closed';
+export type MemberState = 'joining' | 'restarting' | 'member' | 'rejoining' | 'closed';
 
 const MAX_JOINS_PER_VIEW = 8;
 const VIEW_TIMES_KEPT = 100;
 /** Pause between rejoin attempts of a member that lost its majority. */
 const REJOIN_RETRY_MS = 200;
 const HELLO_RETRY_MS = 20;
+
+/** vid << 32 | index as a safe integer (the tables hold i64 cells as JS numbers). */
+function versionNumber(vid: number, index: number): number {
+  assert(vid < 2 ** 21 && index < 2 ** 32, 'versions fit in 53 bits');
+  return vid * 2 ** 32 + index;
+}
 
 function shardKey(subgroup: number, shard: number): string {
   return `${subgroup}/${shard}`;
@@ -87,6 +129,10 @@ export class GroupMember {
   private hello: (Hello & { vid: number }) | null = null;
   private readonly pendingJoins = new Map<number, { member: MemberInfo; reply: (a: unknown) => void }>();
   private readonly outboxes = new Map<string, Outbox>();
+  /** Durable sends delivered here, waiting for the shard's persistence frontier (in version order). */
+  private readonly awaitingPersist = new Map<string, { version: number; vid: number; index: number; settle: Settle }[]>();
+  /** What this member reported persisted per shard (carried into each new view's table). */
+  private readonly persistedHere = new Map<string, number>();
   private readonly viewListeners: ((v: ViewSummary) => void)[] = [];
   /** Shards whose state is still arriving here: deliveries wait. */
   private readonly awaitingState = new Set<string>();
@@ -131,10 +177,14 @@ export class GroupMember {
       gm.transfer = await StateTransferServer.listen(opts.self.ip, opts.self.state_transfer_port, opts.log);
       gm.sendTimer = setInterval(() => gm.expireSends(), Math.max(10, Math.min(1000, opts.heartbeat_ms))).unref();
       const isLeader = opts.leader.ip === opts.self.ip && opts.leader.gms_port === opts.self.gms_port;
-      const remembered = isLeader && gm.remembered ? await gm.remembered.contacts(opts.self.id) : [];
-      if (isLeader && !(remembered.length > 0 && (await gm.rejoinRemembered(remembered)))) {
-        await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
-      } else if (!isLeader) await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
+      const last = gm.remembered ? await gm.remembered.read() : null;
+      if (isLeader) {
+        const contacts = (last?.members ?? []).filter((m) => m.id !== opts.self.id).map((m) => ({ ip: m.ip, gms_port: m.gms_port }));
+        if (contacts.length > 0 && (await gm.rejoinRemembered(contacts))) {
+          // joined the group that still runs
+        } else if (last !== null) await gm.restartFrom(last);
+        else await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
+      } else await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader], last);
       return gm;
     } catch (err) {
       await gm.close();
@@ -170,12 +220,13 @@ export class GroupMember {
   }
 
   /**
-   * Sends an ordered update to this member's shard of a subgroup; resolves once it is delivered
-   * here (every member of the shard received it). Waits through view changes and inadequate
+   * Sends an ordered update to this member's shard of a subgroup; resolves with where it was
+   * delivered once it is delivered here (every member of the shard received it) and, in a durable
+   * subgroup, once every member of the shard has persisted it. Waits through view changes and inadequate
    * views, at most `timeout_ms` (default send_timeout_ms) before it is handed to a multicast;
    * refuses at once when this member is not with a majority.
    */
-  send(type: string, subgroupIndex: number, payload: Buffer, opts: { timeout_ms?: number } = {}): Promise<void> {
+  send(type: string, subgroupIndex: number, payload: Buffer, opts: { timeout_ms?: number } = {}): Promise<Delivered> {
     if (this.state === 'closed') return Promise.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
     if (this.state !== 'member') return Promise.reject(this.noQuorumError());
     if (payload.length > this.opts.multicast.max_payload_size) {
@@ -244,11 +295,59 @@ export class GroupMember {
     box.pump(group, v.view.vid, 4 * this.opts.multicast.window_size);
   }
 
-  /** Our own update was delivered: the oldest outgoing one of that shard is acknowledged. */
-  private ownDelivered(ref: ShardRef): void {
+  /**
+   * Our own update was delivered: the oldest outgoing one of that shard is acknowledged, at once
+   * or, in a durable subgroup, once every member of the shard has persisted it.
+   */
+  private ownDelivered(ref: ShardRef, durable: boolean, vid: number, index: number): void {
     const key = shardKey(ref.subgroup, ref.shard);
+    const { settle, more } = this.outboxes.get(key)!.delivered();
+    if (!durable) settle.resolve({ vid, index });
+    else {
+      let q = this.awaitingPersist.get(key);
+      if (q === undefined) this.awaitingPersist.set(key, (q = []));
+      q.push({ version: versionNumber(vid, index), vid, index, settle });
+    }
     // Room for one more in flight: hand over the next waiting update, if any.
-    if (this.outboxes.get(key)!.delivered()) queueMicrotask(() => this.pumpOutbox(key));
+    if (more) queueMicrotask(() => this.pumpOutbox(key));
+  }
+
+  /**
+   * This member persisted the shard's log up to `version` (vid << 32 | index): published in the
+   * shard's table, where senders read the shard's persistence frontier.
+   */
+  reportPersisted(type: string, subgroupIndex: number, shard: number, version: bigint): void {
+    const key = `${type}#${subgroupIndex}/${shard}`;
+    const n = Number(version);
+    if (n <= (this.persistedHere.get(key) ?? -1)) return;
+    this.persistedHere.set(key, n);
+    const ref = this.shardRef(type, subgroupIndex, shard);
+    if (ref !== undefined) this.current!.setPersisted(ref.global, n);
+  }
+
+  /** The shard's persistence frontier in the current view: every member persisted up to it (-1n when unknown). */
+  persistedFrontier(type: string, subgroupIndex: number, shard: number): bigint {
+    const ref = this.shardRef(type, subgroupIndex, shard);
+    const f = ref === undefined ? null : this.current!.persistedFrontier(ref.global);
+    return f === null ? -1n : BigInt(f);
+  }
+
+  private shardRef(type: string, subgroupIndex: number, shard: number): ShardRef | undefined {
+    const v = this.current?.view;
+    if (v === undefined) return undefined;
+    return allShards(v.layout).find((r) => r.shard === shard && v.layout.subgroups[r.subgroup]!.type === type && v.layout.subgroups[r.subgroup]!.index === subgroupIndex);
+  }
+
+  /** The shard's frontier moved: acknowledge the durable sends it covers. */
+  private persistedAdvanced(ref: ShardRef): void {
+    const key = shardKey(ref.subgroup, ref.shard);
+    const q = this.awaitingPersist.get(key);
+    if (q === undefined || q.length === 0) return;
+    const f = this.current?.persistedFrontier(ref.global);
+    if (f === null || f === undefined) return;
+    let n = 0;
+    while (n < q.length && q[n]!.version <= f) n++;
+    for (const w of q.splice(0, n)) w.settle.resolve({ vid: w.vid, index: w.index });
   }
 
   private expireSends(): void {
@@ -273,6 +372,10 @@ export class GroupMember {
 
   private failOutboxes(err: () => TempestError): void {
     for (const box of this.outboxes.values()) box.failAll(err);
+    // Delivered but not yet known to be persisted everywhere: the others may well persist them.
+    for (const q of this.awaitingPersist.values()) {
+      for (const w of q.splice(0)) w.settle.reject(new TempestError('ERR_MEMBERSHIP_OUTCOME_UNKNOWN', `${err().message}; this update was delivered but not yet persisted by every member of its shard`));
+    }
   }
 
   // ---- control plane -------------------------------------------------------------------------
@@ -293,6 +396,10 @@ export class GroupMember {
       return;
     }
     const member = req.member;
+    if (this.state === 'restarting') {
+      this.holdRestartJoin(member, req.restart, reply, closed);
+      return;
+    }
     const v = this.current;
     const core = v?.core;
     if (v === null || !core || this.state !== 'member') {
@@ -341,18 +448,106 @@ export class GroupMember {
   }
 
   /** Asks to be admitted (join-client.ts) and installs the view that admits us. */
-  private async joinLoop(deadline: number, contacts: Contact[]): Promise<void> {
+  private async joinLoop(deadline: number, contacts: Contact[], last: StoredView | null = null): Promise<void> {
     const welcome = await requestAdmission({
       self: this.self,
       contacts,
       deadline_ms: deadline,
       attempt_ms: 10 * this.opts.timeout_ms,
       stopped: () => this.state === 'closed',
+      ...(last !== null ? { restart: { vid: last.vid, versions: this.localVersions(last) } } : {}),
     });
+    this.offerState(welcome.view, welcome.offers);
     // Allocation goes on from the layout the others use (an inadequate view carries it).
     this.lastLayout = welcome.view.basis ?? null;
     this.lastView = null;
     await this.install(welcome.view, null, welcome.fetches);
+  }
+
+  // ---- total restart (restart-plan.ts) -------------------------------------------------------
+
+  private readonly restartJoins = new Map<number, { report: RestartReport; reply: (a: unknown) => void }>();
+  private restartWake: (() => void) | null = null;
+
+  /** Per shard of `last` (and of its basis), the last version this member holds in its log. */
+  private localVersions(last: StoredView): Record<string, string> {
+    const out: Record<string, string> = {};
+    const layout = last.layout ?? { subgroups: [] };
+    for (const ref of allShards(layout)) {
+      const sg = layout.subgroups[ref.subgroup]!;
+      const v = this.opts.handlers[sg.type]?.localVersion?.(sg.index, ref.shard);
+      if (v !== undefined && v >= 0n) out[shardName(layout, ref.subgroup, ref.shard)] = v.toString();
+    }
+    return out;
+  }
+
+  private holdRestartJoin(member: MemberInfo, restart: unknown, reply: (a: unknown) => void, closed: Promise<void>): void {
+    const r = restart as { vid?: unknown; versions?: unknown } | undefined;
+    const versions: Record<string, string> = {};
+    if (r && typeof r.versions === 'object' && r.versions !== null) {
+      for (const [k, v] of Object.entries(r.versions)) if (typeof v === 'string' && /^\d{1,20}$/.test(v)) versions[k] = v;
+    }
+    const report: RestartReport = { member, vid: r && Number.isSafeInteger(r.vid) ? Number(r.vid) : -1, versions };
+    this.restartJoins.get(member.id)?.reply({ type: 'retry', reason: 'superseded by a newer join request' });
+    this.restartJoins.set(member.id, { report, reply });
+    void closed.then(() => {
+      if (this.restartJoins.get(member.id)?.reply === reply) this.restartJoins.delete(member.id);
+    });
+    this.log.info({ member: member.id, vid: report.vid, versions }, 'restart: member back');
+    this.restartWake?.();
+  }
+
+  /**
+   * Restarts the group after a total shutdown (we are its configured leader and nobody runs it):
+   * waits, bounded by join_timeout_ms, for a majority of the last view with a member of every
+   * shard, then installs the next view with every member back; per shard the longest log is the
+   * source the others fetch from.
+   */
+  private async restartFrom(last: StoredView): Promise<void> {
+    this.state = 'restarting';
+    const deadline = Date.now() + (this.opts.join_timeout_ms ?? 60_000);
+    this.log.info({ vid: last.vid, members: last.members.map((m) => m.id) }, 'restart: waiting for a majority of the last view');
+    let lastReason = '';
+    for (;;) {
+      if ((this.state as MemberState) === 'closed') throw new TempestError('ERR_MEMBERSHIP_CLOSED', 'closed while restarting');
+      const back = new Set([this.self.id, ...this.restartJoins.keys()]);
+      const q = restartQuorum(last, back);
+      if (q.ok) break;
+      if (q.reason !== lastReason) this.log.info({ reason: q.reason }, 'restart: waiting');
+      lastReason = q.reason;
+      if (Date.now() >= deadline) throw new TempestError('ERR_MEMBERSHIP_RESTART', `cannot restart from view ${last.vid}: ${q.reason} (waited join_timeout_ms)`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200);
+        this.restartWake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.restartWake = null;
+    }
+    const joins = [...this.restartJoins.values()];
+    this.restartJoins.clear();
+    const mine: RestartReport = { member: this.self, vid: last.vid, versions: this.localVersions(last) };
+    const plan = planRestart(last, this.self, [mine, ...joins.map((j) => j.report)], this.opts.types);
+    this.log.info({ vid: plan.view.vid, members: plan.view.members.map((m) => m.id), sources: plan.sources }, 'restart: the group resumes; the longest log of each shard is its source');
+    if (last.layout && last.layout.subgroups.length > 0) this.lastLayout = last.layout;
+    this.lastView = null;
+    for (const j of joins) {
+      const id = j.report.member.id;
+      j.reply({ type: 'welcome', view: plan.view, fetches: plan.fetches.get(id) ?? [], offers: plan.offers.get(id) ?? [] });
+    }
+    this.offerState(plan.view, plan.offers.get(this.self.id) ?? []);
+    this.state = 'joining';
+    await this.install(plan.view, null, plan.fetches.get(this.self.id) ?? []);
+  }
+
+  /** Offers our log of each listed shard of `view` to the members that fetch it (restart sources). */
+  private offerState(view: View, offers: readonly { subgroup: number; shard: number }[]): void {
+    for (const o of offers) {
+      const sg = view.layout.subgroups[o.subgroup];
+      if (sg === undefined) continue;
+      this.transfer!.offer(view.vid, o.subgroup, o.shard, this.opts.handlers[sg.type]!.getState(sg.index, o.shard));
+    }
   }
 
   // ---- the remembered view (data_dir) --------------------------------------------------------
@@ -430,7 +625,7 @@ export class GroupMember {
       if (source !== this.self.id) continue;
       const type = next.layout.subgroups[ref.subgroup]!.type;
       const prev = this.previousShardOf(v.view, next, ref)!;
-      this.transfer!.offer(next.vid, ref.subgroup, ref.shard, this.opts.handlers[type]!.getState(prev.subgroup, prev.shard));
+      this.transfer!.offer(next.vid, ref.subgroup, ref.shard, this.opts.handlers[type]!.getState(next.layout.subgroups[ref.subgroup]!.index, prev.shard));
     }
     for (const j of joiners) {
       const p = this.pendingJoins.get(j.id);
@@ -521,6 +716,11 @@ export class GroupMember {
     this.state = 'member';
     for (const f of fetches) this.awaitingState.add(shardKey(f.ref.subgroup, f.ref.shard));
     inst.connect(hellos);
+    for (const ref of allShards(view.layout)) {
+      const sg = view.layout.subgroups[ref.subgroup]!;
+      const p = this.persistedHere.get(`${sg.type}#${sg.index}/${ref.shard}`);
+      if (p !== undefined && ref.members.includes(this.self.id)) inst.setPersisted(ref.global, p);
+    }
     for (const f of fetches) inst.shardGroup(f.ref.global)?.group?.holdDeliveries();
     this.changing = false;
     const took = this.wedgedAt_ms === 0 ? 0 : performance.now() - this.wedgedAt_ms;
@@ -562,6 +762,8 @@ export class GroupMember {
       requireMajority: this.opts.require_majority ?? true,
       onChange: () => this.step(),
       onDeliver: (ref, sender, index, payload) => this.deliver(view.vid, ref, sender, index, payload),
+      onPersisted: (ref) => this.persistedAdvanced(ref),
+      logAccepted: this.anyDurable() ? (d) => this.logAcceptedTrim(view, d) : null,
       log: this.log.child({ layer: 'membership', vid: view.vid }),
     });
   }
@@ -570,12 +772,18 @@ export class GroupMember {
     const key = shardKey(ref.subgroup, ref.shard);
     const type = view.layout.subgroups[ref.subgroup]!.type;
     let lastError: Error | null = null;
-    for (const id of [source]) {
-      const m = view.members.find((x) => x.id === id)!;
+    // The source may not have offered the state yet (it installs this view too): retry, bounded.
+    const deadline = Date.now() + 10 * this.opts.timeout_ms;
+    for (let attempt = 0; Date.now() < deadline && (this.state as MemberState) !== 'closed'; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50));
+      const m = view.members.find((x) => x.id === source)!;
       try {
-        const state = await fetchState(m.ip, m.state_transfer_port, view.vid, ref.subgroup, ref.shard, 10 * this.opts.timeout_ms);
-        this.opts.handlers[type]!.setState(ref.subgroup, ref.shard, state);
-        this.log.info({ vid: view.vid, subgroup: ref.subgroup, shard: ref.shard, from: id, size_bytes: state.length }, 'state received');
+        const h = this.opts.handlers[type]!;
+        const sgIndex = view.layout.subgroups[ref.subgroup]!.index;
+        const since = h.localVersion?.(sgIndex, ref.shard) ?? -1n;
+        const state = await fetchState(m.ip, m.state_transfer_port, view.vid, ref.subgroup, ref.shard, since, 10 * this.opts.timeout_ms);
+        await h.setState(sgIndex, ref.shard, state);
+        this.log.info({ vid: view.vid, subgroup: ref.subgroup, shard: ref.shard, from: source, size_bytes: state.length }, 'state received');
         lastError = null;
         break;
       } catch (err) {
@@ -623,8 +831,30 @@ export class GroupMember {
 
   private deliver(vid: number, ref: ShardRef, sender: number, index: number, payload: Buffer): void {
     const type = this.current!.view.layout.subgroups[ref.subgroup]!.type;
-    this.opts.handlers[type]!.deliver({ subgroup: ref.subgroup, shard: ref.shard, sender, vid, index, payload });
-    if (sender === this.self.id) this.ownDelivered(ref);
+    const h = this.opts.handlers[type]!;
+    h.deliver({ subgroup: ref.subgroup, subgroupIndex: this.current!.view.layout.subgroups[ref.subgroup]!.index, shard: ref.shard, sender, vid, index, payload });
+    if (sender === this.self.id) this.ownDelivered(ref, h.durable === true, vid, index);
+  }
+
+  private anyDurable(): boolean {
+    return Object.values(this.opts.handlers).some((h) => h.durable === true);
+  }
+
+  /**
+   * DESIGN §6: in a durable subgroup the ragged trim is on stable storage before this member
+   * publishes it (accepts the value), so a total crash in the middle of a view change cannot lose
+   * or invent a delivery: after a restart no log keeps entries of this view beyond its trim.
+   */
+  private logAcceptedTrim(view: View, d: Decision): void {
+    if (this.remembered === null) return;
+    const shards = allShards(view.layout);
+    const perShard: Record<string, number[]> = {};
+    let slot = 0;
+    for (const ref of shards) {
+      perShard[shardKey(ref.subgroup, ref.shard)] = d.trim.slice(slot, slot + ref.members.length);
+      slot += ref.members.length;
+    }
+    this.remembered.logTrim({ vid: view.vid, ballot: d.ballot, keep: d.keep.map((r) => view.members[r]!.id), trim: perShard });
   }
 
   private retire(view: View, regions: MemoryRegion[]): void {

@@ -18,6 +18,8 @@ export interface Contact {
 export interface Welcome {
   view: View;
   fetches: { subgroup: number; shard: number; source: number }[];
+  /** After a total restart: shards whose state we send to the others (we hold the longest log). */
+  offers: { subgroup: number; shard: number }[];
 }
 
 const JOIN_RETRY_MS = 200;
@@ -31,6 +33,8 @@ export async function requestAdmission(opts: {
   attempt_ms: number;
   /** Stops trying (the member is closing). */
   stopped: () => boolean;
+  /** What we hold from before a shutdown, for a leader restarting the group (restart-plan.ts). */
+  restart?: { vid: number; versions: Record<string, string> };
 }): Promise<Welcome> {
   let lastError = 'no attempt';
   let i = 0;
@@ -39,7 +43,7 @@ export async function requestAdmission(opts: {
     for (let hop = 0; hop < MAX_REDIRECTS && Date.now() < opts.deadline_ms; hop++) {
       let answer: Record<string, unknown>;
       try {
-        answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: opts.self }, Math.max(100, Math.min(opts.deadline_ms - Date.now(), opts.attempt_ms)));
+        answer = await controlRequest(target.ip, target.gms_port, { type: 'join', member: opts.self, restart: opts.restart }, Math.max(100, Math.min(opts.deadline_ms - Date.now(), opts.attempt_ms)));
       } catch (err) {
         lastError = `${target.ip}:${target.gms_port}: ${(err as Error).message}`;
         break;
@@ -48,7 +52,7 @@ export async function requestAdmission(opts: {
         target = answer.leader as Contact;
         continue;
       }
-      if (answer.type === 'welcome') return { view: answer.view as View, fetches: (answer.fetches as Welcome['fetches']) ?? [] };
+      if (answer.type === 'welcome') return { view: answer.view as View, fetches: (answer.fetches as Welcome['fetches']) ?? [], offers: (answer.offers as Welcome['offers']) ?? [] };
       lastError = `${target.ip}:${target.gms_port}: ${String(answer.reason ?? answer.type)}`;
       break;
     }

@@ -8,6 +8,18 @@
 import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 
+/** Where an update was delivered (the version is vid << 32 | index). */
+export interface DeliveredAt {
+  vid: number;
+  index: number;
+}
+
+/** How a delivered update's sender is answered: at once, or once the shard persisted it. */
+export interface Settle {
+  resolve: (at: DeliveredAt) => void;
+  reject: (e: Error) => void;
+}
+
 /** What the outbox hands updates to: the multicast of the current view. */
 export interface UpdateSink {
   /** Resolves once in flight; rejects with ERR_MULTICAST_WEDGED/CLOSED when the view ends first. */
@@ -16,7 +28,7 @@ export interface UpdateSink {
 
 interface Outgoing {
   payload: Buffer;
-  resolve: () => void;
+  resolve: (at: DeliveredAt) => void;
   reject: (e: Error) => void;
   deadline_ms: number;
   /** Handed to the multicast of view `submittedIn` and not yet delivered. */
@@ -34,11 +46,11 @@ export class Outbox {
   }
 
   /** Queues an update; it fails with ERR_MEMBERSHIP_TIMEOUT if not handed over by `deadline_ms`. */
-  add(payload: Buffer, deadline_ms: number): Promise<void> {
+  add(payload: Buffer, deadline_ms: number): Promise<DeliveredAt> {
     if (this.entries.length >= this.max_pending) {
       return Promise.reject(new TempestError('ERR_MEMBERSHIP_BACKPRESSURE', `${this.entries.length} updates already wait for delivery in this shard`));
     }
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<DeliveredAt>((resolve, reject) => {
       this.entries.push({ payload, resolve, reject, deadline_ms, submitted: false, submittedIn: -1 });
     });
   }
@@ -68,12 +80,14 @@ export class Outbox {
     }
   }
 
-  /** Our oldest update was delivered here. True when more wait to be handed over. */
-  delivered(): boolean {
+  /**
+   * Our oldest update was delivered here: it leaves the outbox (it is never sent again) and its
+   * sender is answered through the returned Settle. `more` is true when updates wait to be handed over.
+   */
+  delivered(): { settle: Settle; more: boolean } {
     const o = this.entries.shift();
     assert(o !== undefined && o.submitted, 'our deliveries match our sends in order');
-    o.resolve();
-    return this.entries.length > 0 && !this.entries[this.entries.length - 1]!.submitted;
+    return { settle: { resolve: o.resolve, reject: o.reject }, more: this.entries.length > 0 && !this.entries[this.entries.length - 1]!.submitted };
   }
 
   /** A new view: nothing still here was delivered in the old one, so all of it goes again. */

@@ -9,6 +9,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { writeFrame } from '../transport/bootstrap.js';
 import { listenTcp } from '../transport/tcp-listen.js';
 import { TempestError } from '../util/errors.js';
+import type { StateSource } from './group-member.js';
 import type { Logger } from '../util/log.js';
 
 const HEADER_MAX_BYTES = 4096;
@@ -20,7 +21,7 @@ function key(vid: number, subgroup: number, shard: number): string {
 }
 
 export class StateTransferServer {
-  private readonly snapshots = new Map<string, Buffer>();
+  private readonly snapshots = new Map<string, StateSource>();
   private readonly sockets = new Set<Socket>();
 
   private constructor(private readonly server: Server, private readonly log: Logger) {}
@@ -35,7 +36,7 @@ export class StateTransferServer {
    * Offers a shard's state for view vid. Snapshots of views more than KEEP_VIEWS older are dropped
    * (a newcomer fetching from an older view than that has been replaced by a newer view anyway).
    */
-  offer(vid: number, subgroup: number, shard: number, state: Buffer): void {
+  offer(vid: number, subgroup: number, shard: number, state: StateSource): void {
     for (const k of this.snapshots.keys()) if (Number(k.split('/')[0]) < vid - KEEP_VIEWS) this.snapshots.delete(k);
     this.snapshots.set(key(vid, subgroup, shard), state);
   }
@@ -54,21 +55,31 @@ export class StateTransferServer {
       if (buf.length < 4 + len) return;
       sock.off('data', onData);
       clearTimeout(timer);
-      let req: { vid?: unknown; subgroup?: unknown; shard?: unknown };
+      let req: { vid?: unknown; subgroup?: unknown; shard?: unknown; since?: unknown };
       try {
         req = JSON.parse(buf.subarray(4, 4 + len).toString('utf8')) as typeof req;
       } catch {
         return sock.destroy();
       }
-      const state = this.snapshots.get(key(Number(req.vid), Number(req.subgroup), Number(req.shard)));
-      if (state === undefined) {
+      const source = this.snapshots.get(key(Number(req.vid), Number(req.subgroup), Number(req.shard)));
+      const since = typeof req.since === 'string' && /^-?\d{1,20}$/.test(req.since) ? BigInt(req.since) : -1n;
+      if (source === undefined) {
         writeFrame(sock, { ok: false, reason: `no state for view ${String(req.vid)}, subgroup ${String(req.subgroup)}, shard ${String(req.shard)} here` });
         sock.end();
         return;
       }
-      writeFrame(sock, { ok: true, size_bytes: state.length });
-      sock.end(state);
-      this.log.info({ vid: req.vid, subgroup: req.subgroup, shard: req.shard, size_bytes: state.length, to: sock.remoteAddress }, 'state sent');
+      Promise.resolve()
+        .then(() => source(since))
+        .then((state) => {
+          writeFrame(sock, { ok: true, size_bytes: state.length });
+          sock.end(state);
+          this.log.info({ vid: req.vid, subgroup: req.subgroup, shard: req.shard, since: String(since), size_bytes: state.length, to: sock.remoteAddress }, 'state sent');
+        })
+        .catch((err: Error) => {
+          this.log.error({ err: err.message }, 'could not produce the state');
+          writeFrame(sock, { ok: false, reason: `the source failed: ${err.message}` });
+          sock.end();
+        });
     };
     sock.on('data', onData);
   }
@@ -81,7 +92,7 @@ export class StateTransferServer {
 }
 
 /** Fetches a shard's state for view vid from a member's state_transfer_port (bounded in time). */
-export function fetchState(ip: string, port: number, vid: number, subgroup: number, shard: number, timeout_ms: number): Promise<Buffer> {
+export function fetchState(ip: string, port: number, vid: number, subgroup: number, shard: number, since: bigint, timeout_ms: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const sock = connect({ host: ip, port });
     const chunks: Buffer[] = [];
@@ -95,7 +106,7 @@ export function fetchState(ip: string, port: number, vid: number, subgroup: numb
       reject(new TempestError('ERR_STATE_TRANSFER', `state transfer of subgroup ${subgroup} shard ${shard} (view ${vid}) failed: ${err.message}`));
     };
     sock.once('connect', () => {
-      const body = Buffer.from(JSON.stringify({ vid, subgroup, shard }));
+      const body = Buffer.from(JSON.stringify({ vid, subgroup, shard, since: since.toString() }));
       const head = Buffer.alloc(4);
       head.writeUInt32BE(body.length);
       sock.write(Buffer.concat([head, body]));

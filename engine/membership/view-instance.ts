@@ -31,6 +31,12 @@ const GMS_SERVICE_BASE = Service.FirstViewTable;
 const SHARD_SERVICE_BASE = Service.FirstViewShard;
 export const MAX_SHARDS = Math.floor((Service.FirstApplication - SHARD_SERVICE_BASE) / (3 * EPOCHS));
 
+/**
+ * Shard table column: 1 + the last version (vid << 32 | index) this member persisted of the shard;
+ * 0 = nothing yet (version 0 is a real version: the first delivery of view 0).
+ */
+const PERSISTED_COLUMN = 'persisted';
+
 export type SharedMulticastSettings = Omit<MulticastSettings, 'name' | 'senders' | 'mode'>;
 
 export interface ShardRef {
@@ -55,6 +61,10 @@ export interface ViewInstanceOptions {
   /** A table changed or a tick passed: the manager steps the core. */
   onChange: () => void;
   onDeliver: (shard: ShardRef, senderId: number, index: number, payload: Buffer) => void;
+  /** A shard's persistence frontier may have moved (a member reported a higher persisted version). */
+  onPersisted: (shard: ShardRef) => void;
+  /** Durable subgroups: log an accepted value's ragged trim before it is published. */
+  logAccepted: ((d: Decision) => void) | null;
   log: Logger;
 }
 
@@ -123,7 +133,7 @@ export class ViewInstance {
           fabric,
           members: ref.members,
           myId: self.id,
-          columns: plan.columns,
+          columns: [...plan.columns, { name: PERSISTED_COLUMN, type: 'i64', group: PERSISTED_COLUMN }],
           service: this.serviceOf(ref, 0),
           regionName: `s${ref.global}.sst`,
           onPeerError: (rank, message) => this.peerFailed(ref.members[rank]!, message),
@@ -178,7 +188,7 @@ export class ViewInstance {
     this.detector = detector;
     this.core = new GmsCore({
       table: this.sst,
-      effects: { wedge: () => this.wedge() },
+      effects: this.opts.logAccepted === null ? { wedge: () => this.wedge() } : { wedge: () => this.wedge(), logAccepted: this.opts.logAccepted },
       slotRanks: this.slotRanks,
       maxJoins: this.opts.maxJoins,
       requireMajority: this.opts.requireMajority,
@@ -192,6 +202,19 @@ export class ViewInstance {
       });
       const mesh = new StaticMesh(selfBoot, shardBoot, peers);
       sh.sst.attach(mesh);
+      {
+        const r = sh.ref;
+        let last = -1;
+        sh.sst.predicate({
+          name: `view ${view.vid}: shard ${r.global} persistence frontier`,
+          kind: 'recurrent',
+          test: () => sh.sst.min(PERSISTED_COLUMN) > last,
+          trigger: () => {
+            last = sh.sst.min(PERSISTED_COLUMN);
+            this.opts.onPersisted(r);
+          },
+        });
+      }
       const host = { fabric, mesh, sst: sh.sst, regions: { [`s${sh.ref.global}.smc`]: sh.smcRegion } };
       const ref = sh.ref;
       const group = new MulticastGroup({
@@ -238,6 +261,22 @@ export class ViewInstance {
     if (rank < 0 || this.detector === null) return;
     this.detector.suspectNow(rank, `a write to it failed: ${message}`);
     this.opts.onChange();
+  }
+
+  /** Publishes that this member persisted shard `global` up to `version` (vid << 32 | index). */
+  setPersisted(global: number, version: number): void {
+    const sh = this.shardGroup(global);
+    if (sh === undefined || this.closed) return;
+    if (version + 1 <= sh.sst.get(sh.sst.myRank, PERSISTED_COLUMN)) return;
+    sh.sst.set(PERSISTED_COLUMN, version + 1);
+    sh.sst.push(PERSISTED_COLUMN);
+  }
+
+  /** The highest version every member of shard `global` persisted, as seen in this view (-1: none; null: not our shard). */
+  persistedFrontier(global: number): number | null {
+    const sh = this.shardGroup(global);
+    if (sh === undefined) return null;
+    return sh.sst.min(PERSISTED_COLUMN) - 1;
   }
 
   /** The multicast of our shard `ref`, once its members agreed on settings. */
