@@ -62,6 +62,9 @@ export const SCHEMA = {
     file_path: { type: 'string', default: '.plog', resolve: 'data_dir', doc: 'directory of the persistent logs (relative paths are under data_dir)' },
     ramdisk_path: { type: 'string', default: '/dev/shm/tempest', resolve: 'cwd', doc: 'directory for volatile, memory-backed logs' },
     reset: { type: 'bool', default: false, doc: 'delete all persistent logs at start-up (destroys data)' },
+    segment_size: { type: 'bytes', default: 67108864, min: 65536, max: 4294967296, doc: 'size at which a log starts a new segment file; retention drops whole segments' },
+    retain_entries: { type: 'uint', default: 10000000, min: 0, max: 9007199254740991, doc: 'versions each log keeps (older ones are trimmed in the background); 0 keeps all' },
+    retain_ms: { type: 'uint', default: 0, min: 0, max: 9007199254740991, doc: 'age after which versions are trimmed in the background, in milliseconds; 0 keeps all' },
   },
   HTTP: {
     enabled: { type: 'bool', default: true, doc: 'serve the HTTP blob API from this member' },

@@ -2,11 +2,12 @@
  * One Tempest member process, wired from a loaded configuration. The CLI (`tempest node`) calls
  * startNode() and close() on SIGINT/SIGTERM. A member starts the group when the configured leader
  * address is its own, and otherwise joins through it (redirected to the current leader); from then
- * on it follows the group's views. The store, HTTP and FUSE layers that will host replicated state
- * come next; until then the group hosts no subgroup types.
+ * on it follows the group's views, restarts from its logs after a total shutdown, and answers
+ * external clients on external_port. The store, HTTP and FUSE layers that host replicated state
+ * come next; until then the group hosts no replicated types.
  */
 import type { TempestConfig } from '../config/index.js';
-import { GroupMember } from './membership/group-member.js';
+import { Group, type HostedType } from './rpc/group.js';
 import type { Logger } from './util/log.js';
 
 export interface NodeHandle {
@@ -16,30 +17,10 @@ export interface NodeHandle {
   close(): Promise<void>;
 }
 
-export async function startNode(cfg: TempestConfig, log: Logger): Promise<NodeHandle> {
+export async function startNode(cfg: TempestConfig, log: Logger, types: HostedType[] = []): Promise<NodeHandle> {
   const d = cfg.DERECHO;
-  const member = await GroupMember.start({
-    self: { id: d.local_id, ip: d.local_ip, gms_port: d.gms_port, fabric_port: d.sst_port, state_transfer_port: d.state_transfer_port, external_port: d.external_port },
-    leader: { ip: d.leader_ip, gms_port: d.leader_gms_port },
-    provider: cfg.RDMA.provider,
-    domain: cfg.RDMA.domain,
-    tx_depth: cfg.RDMA.tx_depth,
-    rx_depth: cfg.RDMA.rx_depth,
-    types: [],
-    handlers: {},
-    multicast: {
-      max_payload_size: d.max_payload_size,
-      max_smc_payload_size: d.max_smc_payload_size,
-      block_size: d.block_size,
-      window_size: d.window_size,
-      rdmc_send_algorithm: d.rdmc_send_algorithm,
-    },
-    heartbeat_ms: d.heartbeat_ms,
-    timeout_ms: d.timeout_ms,
-    require_majority: !d.disable_partitioning_safety,
-    data_dir: d.data_dir,
-    log: log.child({ member: d.local_id }),
-  });
+  const group = await Group.start({ config: cfg, types, log: log.child({ member: d.local_id }) });
+  const member = group.member;
   member.onView((v) => log.info({ vid: v.vid, members: v.members.map((m) => m.id), leader: v.leader }, 'view'));
   log.info({ local_id: d.local_id, provider: member.fabric.provider, domain: member.fabric.domain }, 'member started');
   let closing: Promise<void> | undefined;
@@ -49,9 +30,9 @@ export async function startNode(cfg: TempestConfig, log: Logger): Promise<NodeHa
       const view = v === null ? 'not in a view yet' : `in view ${v.vid} with members ${v.members.map((m) => m.id).join(', ')} (leader ${v.leader})`;
       return (
         `Tempest member ${d.local_id}: libfabric ${member.fabric.provider} on ${member.fabric.domain} at ${d.local_ip}:${d.sst_port}, ` +
-        `group membership on ${d.local_ip}:${d.gms_port}, ${view}. Storage, HTTP and FUSE come next.`
+        `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}. Storage, HTTP and FUSE come next.`
       );
     },
-    close: () => (closing ??= member.close()),
+    close: () => (closing ??= group.close()),
   };
 }

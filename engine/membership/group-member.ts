@@ -53,6 +53,8 @@ export interface SubgroupHandlers {
   getState(subgroupIndex: number, shard: number): StateSource;
   /** Replaces the shard's state (this member is new to the shard); deliveries wait until it resolves. */
   setState(subgroupIndex: number, shard: number, state: Buffer): void | Promise<void>;
+  /** Makes the shard ready for deliveries here (opens its logs); awaited before a view that gives it to us starts. */
+  prepare?(subgroupIndex: number, shard: number): Promise<void>;
   /** The last version this member holds of the shard (for state transfer); -1n when none. */
   localVersion?(subgroupIndex: number, shard: number): bigint;
   /**
@@ -689,6 +691,19 @@ export class GroupMember {
       for (const n of this.newcomerShards(this.lastView, view)) if (n.newcomers.includes(this.self.id) && n.source !== null) fetches.push({ ref: n.ref, source: n.source });
     }
     const inst = this.newViewInstance(view);
+    try {
+      await Promise.all(
+        shards
+          .filter((r) => r.members.includes(this.self.id))
+          .map((r) => {
+            const sg = view.layout.subgroups[r.subgroup]!;
+            return this.opts.handlers[sg.type]?.prepare?.(sg.index, r.shard);
+          }),
+      );
+    } catch (err) {
+      this.retire(view, inst.close());
+      throw err;
+    }
     this.hello = { vid: view.vid, id: this.self.id, provider: this.fabric.provider, address: this.fabric.address().toString('base64'), regions: inst.helloRegions() };
     let hellos: Awaited<ReturnType<GroupMember['exchangeHellos']>>;
     try {

@@ -1,0 +1,317 @@
+/**
+ * One replica of a replicated object hosted by this member: the object, the logs of its
+ * Persistent and Volatile fields, and the table that makes an external client's retried call
+ * idempotent. Ordered calls are applied here in delivery order; every delivered call becomes a
+ * version of every field (version = vid << 32 | index, timestamp from the hybrid clock, the same on
+ * every replica because it is a function of the delivered sequence).
+ *
+ * Logs live in `<file_path>/<type>.<subgroup index>.<shard>/<field>/` (persistence/log-store.ts).
+ * State transfer sends, per field, the log suffix the fetcher lacks (`since`); the fetcher cuts
+ * its log back to the last version both hold and appends the rest.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import { LogStore, MemoryLogStore, type Log } from '../persistence/log-store.js';
+import { Persistent, Volatile } from '../persistence/persistent.js';
+import { assert } from '../util/assert.js';
+import { TempestError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { type CallHeader } from './call-header.js';
+import { decode, encode } from './codec.js';
+import { toErrorRecord } from './errors.js';
+import type { ReplicatedType } from './replicated-type.js';
+
+/** Replies remembered per external client (its most recent request numbers). */
+const DEDUP_PER_CLIENT = 256;
+/** External clients remembered per replica; the least recently seen is forgotten first. */
+const DEDUP_CLIENTS = 4096;
+
+export interface PersistenceSettings {
+  file_path: string;
+  segment_size_bytes?: number;
+  retain_entries: number;
+  retain_ms: number;
+}
+
+type Field = Persistent<unknown> | Volatile<unknown>;
+
+/** The outcome of one call: its value or the error it threw, encoded as it travels. */
+export interface CallOutcome {
+  ok: boolean;
+  /** The value (ok) or an ErrorRecord. */
+  value: unknown;
+}
+
+export function replicaDirName(type: string, subgroupIndex: number, shard: number): string {
+  return `${type}.${subgroupIndex}.${shard}`;
+}
+
+/** The fields of an object that log versions, in declaration order. */
+export function versionedFields(obj: object): { name: string; field: Field }[] {
+  return Object.entries(obj)
+    .filter(([, v]) => v instanceof Persistent || v instanceof Volatile)
+    .map(([name, field]) => ({ name, field: field as Field }));
+}
+
+/** Whether objects of this type have Persistent fields (their subgroup is durable). */
+export function isDurableType(type: ReplicatedType): boolean {
+  return versionedFields(type.create()).some((f) => f.field instanceof Persistent);
+}
+
+export class Replica {
+  readonly obj: Record<string, unknown>;
+  readonly durable: boolean;
+  private readonly fields: { name: string; field: Field; log: Log }[];
+  /** Last version applied here (-1n: none). */
+  lastVersion = -1n;
+  /** Timestamp of the last version applied here. */
+  lastTimestamp = 0n;
+  /** client -> (seq -> outcome), in recency order. Deterministic: every replica applies the same calls. */
+  private readonly dedup = new Map<bigint, Map<bigint, Buffer>>();
+
+  private constructor(
+    readonly type: ReplicatedType,
+    readonly subgroupIndex: number,
+    readonly shard: number,
+    obj: object,
+    fields: { name: string; field: Field; log: Log }[],
+    private readonly dir: string | null,
+  ) {
+    this.obj = obj as Record<string, unknown>;
+    this.fields = fields;
+    this.durable = fields.some((f) => f.field instanceof Persistent);
+  }
+
+  /** Opens (or creates) the replica, loading its fields from their logs. */
+  static async open(type: ReplicatedType, subgroupIndex: number, shard: number, pers: PersistenceSettings, log: Logger): Promise<Replica> {
+    const obj = type.create();
+    const found = versionedFields(obj);
+    const dir = path.join(pers.file_path, replicaDirName(type.name, subgroupIndex, shard));
+    if (found.some((f) => f.field instanceof Persistent)) await mkdir(dir, { recursive: true });
+    const fields: { name: string; field: Field; log: Log }[] = [];
+    try {
+      for (const f of found) {
+        const l: Log =
+          f.field instanceof Persistent
+            ? await LogStore.open({ dir: path.join(dir, f.name), durable: true, segment_size_bytes: pers.segment_size_bytes, retain_entries: pers.retain_entries, retain_ms: pers.retain_ms, log: log.child({ field: f.name }) })
+            : new MemoryLogStore({ retain_entries: pers.retain_entries });
+        fields.push({ name: f.name, field: f.field, log: l });
+      }
+    } catch (err) {
+      for (const f of fields) await f.log.close().catch(() => {});
+      throw err;
+    }
+    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null);
+    await r.reconcileFields(log);
+    return r;
+  }
+
+  /**
+   * A crash between two fields' flushes can leave one log a version longer: all are cut back to
+   * the shortest (that version was not acknowledged, as no member reported it persisted).
+   */
+  private async reconcileFields(log: Logger): Promise<void> {
+    if (this.fields.length === 0) return;
+    let min = this.fields[0]!.log.latestVersion;
+    for (const f of this.fields) if (f.log.latestVersion < min) min = f.log.latestVersion;
+    for (const f of this.fields) {
+      if (f.log.latestVersion > min) {
+        log.warn({ field: f.name, from: String(f.log.latestVersion), to: String(min) }, 'cutting a field log back to the shortest of its object');
+        await f.log.truncateAfter(min);
+      }
+    }
+    await this.reload();
+  }
+
+  private async reload(): Promise<void> {
+    this.lastVersion = -1n;
+    this.lastTimestamp = 0n;
+    for (const f of this.fields) {
+      await f.field.attach(f.log);
+      const latest = await f.log.latest();
+      if (latest !== undefined) {
+        this.lastVersion = latest.version;
+        if (latest.timestamp > this.lastTimestamp) this.lastTimestamp = latest.timestamp;
+      }
+    }
+  }
+
+  /** The last version this replica holds (what a state transfer starts after). */
+  get localVersion(): bigint {
+    return this.lastVersion;
+  }
+
+  /** The last version every field has on disk (durable) or in memory. */
+  get persistedVersion(): bigint {
+    if (this.fields.length === 0) return this.lastVersion;
+    let min = this.fields[0]!.log.persistedVersion;
+    for (const f of this.fields) if (f.log.persistedVersion < min) min = f.log.persistedVersion;
+    return min;
+  }
+
+  /**
+   * Applies one delivered ordered call. `args` were decoded from the delivery; the method runs
+   * synchronously (it must be deterministic), and every field then records the version.
+   */
+  apply(header: CallHeader, methodName: string, args: unknown[], version: bigint, timestamp: bigint): Buffer {
+    assert(version > this.lastVersion, 'versions only grow');
+    assert(timestamp > this.lastTimestamp, 'timestamps only grow');
+    let outcome: Buffer | undefined;
+    if (header.client !== 0n) {
+      const seen = this.dedup.get(header.client);
+      const cached = seen?.get(header.seq);
+      if (seen !== undefined) {
+        this.dedup.delete(header.client);
+        this.dedup.set(header.client, seen); // most recently seen last
+      }
+      if (cached !== undefined) outcome = cached; // a retried call: applied once, answered again
+    }
+    if (outcome === undefined) {
+      outcome = this.run(methodName, args);
+      if (header.client !== 0n) this.remember(header.client, header.seq, outcome);
+    }
+    for (const f of this.fields) f.field.commit(version, timestamp);
+    this.lastVersion = version;
+    this.lastTimestamp = timestamp;
+    return outcome;
+  }
+
+  private run(methodName: string, args: unknown[]): Buffer {
+    try {
+      const fn = this.obj[methodName] as (...a: unknown[]) => unknown;
+      const value = fn.apply(this.obj, args);
+      if (value instanceof Promise) {
+        value.catch(() => {});
+        throw new TempestError('ERR_RPC_ORDERED_ASYNC', `ordered method ${this.type.name}.${methodName} returned a promise; ordered methods must be synchronous`);
+      }
+      return encode([true, value]);
+    } catch (err) {
+      return encode([false, toErrorRecord(err)]);
+    }
+  }
+
+  private remember(client: bigint, seq: bigint, outcome: Buffer): void {
+    let seen = this.dedup.get(client);
+    if (seen === undefined) {
+      if (this.dedup.size >= DEDUP_CLIENTS) this.dedup.delete(this.dedup.keys().next().value!);
+      this.dedup.set(client, (seen = new Map()));
+    }
+    seen.set(seq, outcome);
+    if (seen.size > DEDUP_PER_CLIENT) {
+      let oldest = seq;
+      for (const s of seen.keys()) if (s < oldest) oldest = s;
+      seen.delete(oldest);
+    }
+  }
+
+  /** Writes what was applied (one write and fsync per durable field); resolves with persistedVersion. */
+  async flush(): Promise<bigint> {
+    await Promise.all(this.fields.map((f) => f.log.flush()));
+    return this.persistedVersion;
+  }
+
+  // ---- state transfer ----------------------------------------------------------------------
+
+  /**
+   * Captures the state now (end of a view): the fields' logs up to the last applied version and
+   * the client table. Produced lazily for each fetcher from its `since`.
+   */
+  capture(): (since: bigint) => Promise<Buffer> {
+    const upto = this.lastVersion;
+    const lastTimestamp = this.lastTimestamp;
+    const dedup = [...this.dedup].map(([c, m]) => [c, [...m]] as const);
+    return async (since: bigint) => {
+      const fields: unknown[] = [];
+      for (const f of this.fields) {
+        // The fetcher keeps its log up to the last version both hold (logs of one shard are
+        // prefixes of one sequence, so that is the latest entry here at or before its last) and
+        // takes the rest; when nothing here is that old (trimmed), it starts over from our base.
+        const at = since >= 0n ? await f.log.getAtVersion(since) : undefined;
+        const keep = at === undefined ? -1n : at.version;
+        const base = at === undefined ? await f.log.getBase() : null;
+        const after = at === undefined ? beforeFirstReadable(f.log) : at.version;
+        const entries: [bigint, bigint, Buffer][] = [];
+        for await (const e of f.log.entries(after, upto)) entries.push([e.version, e.timestamp, Buffer.from(e.payload)]);
+        fields.push([f.name, keep, base === null ? null : [base.version, base.bytes], entries]);
+      }
+      return encode([upto, lastTimestamp, dedup, fields]);
+    };
+  }
+
+  /** Replaces this replica's state by what a member of the shard sent. */
+  async install(state: Buffer): Promise<void> {
+    const [upto, lastTimestamp, dedup, fields] = decode(state) as [bigint, bigint, [bigint, [bigint, Buffer][]][], [string, bigint, [bigint, Buffer] | null, [bigint, bigint, Buffer][]][]];
+    for (const [name, from, base, entries] of fields) {
+      const f = this.fields.find((x) => x.name === name);
+      if (f === undefined) throw new TempestError('ERR_STATE_TRANSFER', `the state names a field "${name}" that ${this.type.name} does not have`);
+      await f.log.truncateAfter(from);
+      if (base !== null) await f.log.setBase(base[0], Buffer.from(base[1]));
+      for (const [v, ts, payload] of entries) if (v > f.log.latestVersion) f.log.append(v, ts, payload);
+      await f.log.flush();
+    }
+    this.dedup.clear();
+    for (const [c, m] of dedup) this.dedup.set(c, new Map(m.map(([s, o]) => [s, Buffer.from(o)])));
+    await this.reload();
+    if (this.fields.length === 0) {
+      this.lastVersion = upto;
+      this.lastTimestamp = lastTimestamp;
+    }
+  }
+
+  /**
+   * What each field's log holds: entries, first and last version, and a hash over (version,
+   * timestamp, payload) of every entry, so tests and tools can compare logs across members.
+   */
+  async logDigest(): Promise<{ field: string; entries: number; first: string; last: string; sha256: string }[]> {
+    const out: { field: string; entries: number; first: string; last: string; sha256: string }[] = [];
+    for (const f of this.fields) {
+      const h = createHash('sha256');
+      const head = Buffer.alloc(16);
+      let n = 0;
+      let first = -1n;
+      let last = -1n;
+      for await (const e of f.log.entries(beforeFirstReadable(f.log))) {
+        head.writeBigInt64LE(e.version, 0);
+        head.writeBigUInt64LE(e.timestamp, 8);
+        h.update(head).update(e.payload);
+        if (n === 0) first = e.version;
+        last = e.version;
+        n++;
+      }
+      out.push({ field: f.name, entries: n, first: first.toString(), last: last.toString(), sha256: h.digest('hex') });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const f of this.fields) await f.log.close();
+  }
+
+  /** Removes the replica's logs (this member no longer holds the shard, or [PERS] reset). */
+  async destroy(): Promise<void> {
+    await this.close();
+    if (this.dir !== null) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The replicas this member has logs of, from a previous run: [type, subgroup index, shard]. */
+export async function existingReplicas(file_path: string): Promise<[string, number, number][]> {
+  let names: string[];
+  try {
+    names = await readdir(file_path);
+  } catch {
+    return [];
+  }
+  const out: [string, number, number][] = [];
+  for (const n of names) {
+    const m = /^([A-Za-z][A-Za-z0-9_-]{0,63})\.(\d+)\.(\d+)$/.exec(n);
+    if (m) out.push([m[1]!, Number(m[2]), Number(m[3])]);
+  }
+  return out;
+}
+
+/** A version just below the oldest entry still readable (retention may have trimmed older ones). */
+function beforeFirstReadable(log: Log): bigint {
+  return log.trimmedVersion;
+}

@@ -1,0 +1,54 @@
+/**
+ * Declaring a replicated class (seed 003, "Replicated Objects"): which methods change state and
+ * are called through the ordered multicast (every replica runs them in the same order), and which
+ * only read and are called point to point on one replica. The declaration is checked by the
+ * TypeScript compiler: method names must be methods of the class, and calls through a Group are
+ * typed by their parameters and results.
+ *
+ *   class Cache { readonly data = new Persistent(...); put(k: string, v: string) {...}; get(k: string) {...} }
+ *   const CacheType = replicatedType({ name: 'Cache', create: () => new Cache(), ordered: ['put'], p2p: ['get'] });
+ *
+ * Ordered methods must be deterministic and synchronous: they run at delivery, in order, on every
+ * replica, and what they change is what the Persistent fields log. p2p methods may be async (reads
+ * of a Persistent field's history are).
+ */
+import { TempestError } from '../util/errors.js';
+
+/** The names of T's methods. */
+export type MethodNames<T> = { [K in keyof T & string]: T[K] extends (...args: never[]) => unknown ? K : never }[keyof T & string];
+export type MethodArgs<T, K extends keyof T> = T[K] extends (...args: infer A) => unknown ? A : never;
+export type MethodResult<T, K extends keyof T> = T[K] extends (...args: never[]) => infer R ? Awaited<R> : never;
+
+export interface ReplicatedType<T extends object = object, O extends string = string, P extends string = string> {
+  /** The subgroup type's name (layout, log directories, the wire). */
+  readonly name: string;
+  /** A fresh replica (its Persistent and Volatile fields hold their initial values). */
+  create(): T;
+  /** State-changing methods, called with orderedSend. */
+  readonly ordered: readonly O[];
+  /** Read-only methods, called with p2pSend. */
+  readonly p2p: readonly P[];
+}
+
+const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+/** Declares a replicated class; the lists are checked against a fresh instance. */
+export function replicatedType<T extends object, const O extends MethodNames<T>, const P extends MethodNames<T>>(spec: {
+  name: string;
+  create: () => T;
+  ordered: readonly O[];
+  p2p: readonly P[];
+}): ReplicatedType<T, O, P> {
+  if (!NAME.test(spec.name)) throw new TempestError('ERR_RPC_DECLARATION', `a replicated type's name is 1..64 letters, digits, _ or -, starting with a letter, not "${spec.name}"`);
+  const seen = new Set<string>();
+  for (const m of [...spec.ordered, ...spec.p2p]) {
+    if (seen.has(m)) throw new TempestError('ERR_RPC_DECLARATION', `method "${m}" of ${spec.name} is listed twice`);
+    seen.add(m);
+  }
+  if (spec.ordered.length > 0xffff || spec.p2p.length > 0xffff) throw new TempestError('ERR_RPC_DECLARATION', `${spec.name} declares too many methods`);
+  const probe = spec.create() as Record<string, unknown>;
+  for (const m of seen) {
+    if (typeof probe[m] !== 'function') throw new TempestError('ERR_RPC_DECLARATION', `${spec.name}.${m} is not a method of the objects create() returns`);
+  }
+  return Object.freeze({ name: spec.name, create: spec.create, ordered: Object.freeze([...spec.ordered]), p2p: Object.freeze([...spec.p2p]) });
+}

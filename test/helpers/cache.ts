@@ -1,0 +1,75 @@
+/** Real Cache member processes (scripts/lib/cache-process.ts) on 127.0.0.1 with fresh ports and data dirs. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { MemberInfo } from '../../engine/membership/view.js';
+import type { CacheProcessArgs } from '../../scripts/lib/cache-process.js';
+import { Child, killAll, type Msg } from '../../scripts/lib/child.js';
+import { memberInfos } from './group.js';
+
+export const CACHE_FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../../scripts/lib/cache-process.js');
+
+export class CacheCluster {
+  readonly procs: (Child | null)[];
+  readonly root: string;
+
+  private constructor(readonly members: MemberInfo[], readonly opts: Partial<CacheProcessArgs>) {
+    this.root = mkdtempSync(join(tmpdir(), 'tempest-cache-'));
+    this.procs = members.map(() => null);
+  }
+
+  static async create(n: number, opts: Partial<CacheProcessArgs> = {}): Promise<CacheCluster> {
+    return new CacheCluster(await memberInfos(n), opts);
+  }
+
+  dataDir(i: number): string {
+    return join(this.root, `node${this.members[i]!.id}`);
+  }
+
+  start(i: number): Child {
+    const args: CacheProcessArgs = { self: this.members[i]!, leader: this.members[0]!, data_dir: this.dataDir(i), ...this.opts };
+    const c = Child.start(CACHE_FIXTURE, args);
+    this.procs[i] = c;
+    return c;
+  }
+
+  /** Starts every member (leader first) and waits until each is ready in a view of all of them. */
+  async startAll(timeout_ms = 60_000): Promise<Child[]> {
+    const all = this.members.map((_, i) => this.start(i));
+    await Promise.all(all.map((c) => c.waitType('ready', timeout_ms)));
+    await this.waitView(this.members.length, timeout_ms);
+    return all;
+  }
+
+  /** Waits until every running member reports a view with `size` members. */
+  async waitView(size: number, timeout_ms: number): Promise<void> {
+    await Promise.all(
+      this.procs.filter((c): c is Child => c !== null && c.exited === null).map((c) => c.waitFor((m) => (m.type === 'view' || m.type === 'ready') && (m.view as { members?: unknown[] } | null)?.members?.length === size, timeout_ms, `a view of ${size}`)),
+    );
+  }
+
+  /** Sends a command and waits for the reply of `type` that arrives after it. */
+  async ask(i: number, cmd: object, type: string, timeout_ms = 60_000, match: (m: Msg) => boolean = () => true): Promise<Msg> {
+    const c = this.procs[i]!;
+    const seen = c.inbox.length;
+    c.send(cmd);
+    return c.waitFor((m) => ((m.type === type && match(m)) || m.type === 'cmd-failed') && c.inbox.indexOf(m) >= seen, timeout_ms, `"${type}" reply`).then((m) => {
+      if (m.type === 'cmd-failed') throw new Error(`member ${i}: ${String(m.code)} ${String(m.message)}`);
+      return m;
+    });
+  }
+
+  kill(i: number): void {
+    this.procs[i]?.kill('SIGKILL');
+  }
+
+  async killAll(): Promise<void> {
+    await killAll(this.procs.filter((c): c is Child => c !== null));
+  }
+
+  async cleanup(): Promise<void> {
+    await this.killAll();
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
