@@ -8,7 +8,7 @@
 import test from 'ava';
 import { type Decision, GmsCore, type GmsOutcome, gmsColumns, type GmsTable } from '../engine/membership/gms-core.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo } from '../engine/membership/view.js';
-import { Outbox } from '../engine/membership/outbox.js';
+import { forEachInBatch, Outbox, packBatch } from '../engine/membership/outbox.js';
 import { isTempestError, TempestError } from '../engine/util/errors.js';
 
 /** Rows of every member; `published` is what others see, updated by push(). */
@@ -129,9 +129,14 @@ test('member records survive the table encoding; bad addresses are refused', (t)
 /** A multicast stand-in for the outbox: records what it was handed; `end()` ends the view. */
 class Sink {
   readonly sent: string[] = [];
+  /** The updates of each batch handed over. */
+  readonly batches: string[][] = [];
   private readonly pending: ((e: Error) => void)[] = [];
-  send(payload: Buffer): Promise<number> {
-    this.sent.push(payload.toString());
+  send(batch: Buffer): Promise<number> {
+    const items: string[] = [];
+    forEachInBatch(batch, (u) => items.push(u.toString()));
+    this.batches.push(items);
+    this.sent.push(...items);
     return new Promise((_resolve, reject) => this.pending.push(reject));
   }
   end(): void {
@@ -144,7 +149,7 @@ test('outbox: updates not delivered in a view go again, in order, in the next; d
   const acks: string[] = [];
   for (const p of ['a', 'b', 'c', 'd']) void box.add(Buffer.from(p), Date.now() + 60_000).then(() => acks.push(p));
   const v1 = new Sink();
-  box.pump(v1, 1, 3);
+  box.pump(v1, 1, 3, 1);
   t.deepEqual(v1.sent, ['a', 'b', 'c'], 'at most 3 in flight');
   const first = box.delivered();
   t.true(first.more, 'a delivered; d still waits');
@@ -155,7 +160,7 @@ test('outbox: updates not delivered in a view go again, in order, in the next; d
   await new Promise((r) => setImmediate(r));
   box.resubmitAll();
   const v2 = new Sink();
-  box.pump(v2, 2, 8);
+  box.pump(v2, 2, 8, 1);
   t.deepEqual(v2.sent, ['b', 'c', 'd'], 'the rest, in order, once each');
   for (let i = 0; i < 3; i++) box.delivered().settle.resolve({ vid: 2, index: i });
   await Promise.resolve();
@@ -168,10 +173,43 @@ test('outbox: bounded queue, deadlines for updates not handed over, unknown outc
   const inFlight = box.add(Buffer.from('x'), 0);
   const waiting = box.add(Buffer.from('y'), 0);
   await t.throwsAsync(box.add(Buffer.from('z'), 0), { code: 'ERR_MEMBERSHIP_BACKPRESSURE' });
-  box.pump(new Sink(), 1, 1);
+  box.pump(new Sink(), 1, 1, 1);
   box.expire(Date.now(), () => new TempestError('ERR_MEMBERSHIP_TIMEOUT', 'late'));
   await t.throwsAsync(waiting, { code: 'ERR_MEMBERSHIP_TIMEOUT' });
   t.is(box.length, 1, 'the update in flight is not expired: it may still be delivered');
   box.failAll(() => new TempestError('ERR_NO_QUORUM', 'minority'));
   await t.throwsAsync(inFlight, { code: 'ERR_MEMBERSHIP_OUTCOME_UNKNOWN' });
+});
+
+test('outbox: waiting updates go out packed in batches up to the byte budget, in order; a batch lost with its view goes again whole', async (t) => {
+  const box = new Outbox(64);
+  const acks: string[] = [];
+  const names = ['a', 'bb', 'ccc', 'dddd', 'eeeee', 'f'.repeat(40), 'g'];
+  for (const p of names) void box.add(Buffer.from(p), Date.now() + 60_000).then(() => acks.push(p));
+  const v1 = new Sink();
+  box.pump(v1, 1, 64, 24);
+  // 2 bytes of count, then 4 bytes of length per update: a(5) bb(6) ccc(7) -> 20; dddd would make 28.
+  t.deepEqual(v1.batches, [['a', 'bb', 'ccc'], ['dddd', 'eeeee'], ['f'.repeat(40)], ['g']], 'an update over the budget goes alone');
+  t.is(box.inFlight, 7);
+  for (let i = 0; i < 3; i++) box.delivered().settle.resolve({ vid: 1, index: i });
+  v1.end(); // the view ends: the other batches were not delivered
+  await new Promise((r) => setImmediate(r));
+  t.is(box.inFlight, 0);
+  box.resubmitAll();
+  const v2 = new Sink();
+  box.pump(v2, 2, 64, 1024);
+  t.deepEqual(v2.batches, [['dddd', 'eeeee', 'f'.repeat(40), 'g']], 'the rest, in order, once, in one batch');
+  for (let i = 0; i < 4; i++) box.delivered().settle.resolve({ vid: 2, index: i });
+  await Promise.resolve();
+  t.deepEqual(acks, names);
+});
+
+test('outbox: a malformed batch is refused with a code, never half-read', (t) => {
+  const good = packBatch([Buffer.from('xy'), Buffer.from('z')], 2 + 4 + 2 + 4 + 1);
+  const seen: string[] = [];
+  forEachInBatch(good, (u) => seen.push(u.toString()));
+  t.deepEqual(seen, ['xy', 'z']);
+  for (const bad of [Buffer.alloc(0), Buffer.from([0, 0]), good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.from([0])]), Buffer.from([1, 0, 255, 255, 255, 255])]) {
+    t.throws(() => forEachInBatch(bad, () => {}), { code: 'ERR_MEMBERSHIP_MALFORMED_BATCH' });
+  }
 });

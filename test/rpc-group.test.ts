@@ -137,3 +137,80 @@ test('an external client keeps working when its member is killed, and no update 
     await cluster.cleanup();
   }
 });
+
+test('p2p request and reply sizes are enforced with clear errors; an ordered reply over the limit fails, the call still applied', async (t) => {
+  t.timeout(120_000);
+  const cluster = await CacheCluster.create(3, { overrides: ['--DERECHO/max_p2p_request_payload_size=4096', '--DERECHO/max_p2p_reply_payload_size=4096'] });
+  try {
+    await cluster.startAll();
+    const big = 'x'.repeat(8192);
+    const put = await cluster.ask(0, { cmd: 'put-one', key: 'big', value: big }, 'put-one');
+    t.is(put.replies, 3, 'an ordered call may carry more than the p2p limit (up to max_payload_size)');
+    const small = await cluster.ask(1, { cmd: 'get', key: 'missing', node: 2 }, 'got', 30_000, (m) => m.key === 'missing');
+    t.is(small.value, null);
+    const tooBigReply = await t.throwsAsync(cluster.ask(1, { cmd: 'get', key: 'big', node: 2 }, 'got'));
+    t.is((tooBigReply as { remoteCode?: string }).remoteCode, 'ERR_RPC_REPLY_TOO_LARGE', tooBigReply?.message);
+    t.regex(tooBigReply!.message, /max_p2p_reply_payload_size \(4096 bytes\)/);
+    const tooBigRequest = await t.throwsAsync(cluster.ask(1, { cmd: 'get', key: big, node: 2 }, 'got'));
+    t.is((tooBigRequest as { code?: string }).code, 'ERR_RPC_REQUEST_TOO_LARGE', tooBigRequest?.message);
+    const appended = await t.throwsAsync(cluster.ask(0, { cmd: 'put-one', key: 'big', value: '!', method: 'append' }, 'put-one'));
+    t.is((appended as { remoteCode?: string }).remoteCode, 'ERR_RPC_REPLY_TOO_LARGE', appended?.message);
+    const d = await Promise.all([0, 1, 2].map((i) => cluster.ask(i, { cmd: 'digest' }, 'digest')));
+    for (const x of d) t.is(x.sha256, d[0]!.sha256, 'the append was applied everywhere alike');
+  } finally {
+    await cluster.cleanup();
+  }
+});
+
+test('[PERS] reset = true starts every member with empty logs; the group carries on from there', async (t) => {
+  t.timeout(120_000);
+  const cluster = await CacheCluster.create(3);
+  try {
+    await cluster.startAll();
+    await cluster.ask(0, { cmd: 'put-one', key: 'old', value: 'before the reset' }, 'put-one');
+    await cluster.killAll();
+    cluster.opts = { ...cluster.opts, overrides: ['--PERS/reset=true'] };
+    await cluster.startAll(90_000);
+    const gone = await cluster.ask(1, { cmd: 'get', key: 'old', node: 2 }, 'got');
+    t.is(gone.value, null, 'nothing survives a reset');
+    const put = await cluster.ask(2, { cmd: 'put-one', key: 'new', value: 'after' }, 'put-one');
+    t.is(put.replies, 3);
+    const d = await Promise.all([0, 1, 2].map((i) => cluster.ask(i, { cmd: 'digest' }, 'digest')));
+    for (const x of d) t.is(x.size, 1);
+  } finally {
+    await cluster.cleanup();
+  }
+});
+
+test('a member restarted while the others run catches up from its own log; a new member gets the whole log; logs end identical', async (t) => {
+  t.timeout(180_000);
+  const cluster = await CacheCluster.create(4);
+  try {
+    const first = [0, 1, 2].map((i) => cluster.start(i));
+    await Promise.all(first.map((c) => c.waitType('ready', 60_000)));
+    await cluster.waitView(3, 60_000);
+    for (const i of [0, 1]) cluster.procs[i]!.send({ cmd: 'traffic', on: true, concurrency: 4, value_bytes: 256 });
+    await sleep(800);
+    cluster.kill(2);
+    await cluster.procs[2]!.waitExit(10_000);
+    await cluster.waitView(2, 30_000);
+    await sleep(500);
+    cluster.start(2);
+    await cluster.procs[2]!.waitType('ready', 60_000);
+    cluster.start(3);
+    await cluster.procs[3]!.waitType('ready', 60_000);
+    await cluster.waitView(4, 60_000);
+    await sleep(500);
+    for (const i of [0, 1]) cluster.procs[i]!.send({ cmd: 'traffic', on: false });
+    await Promise.all([0, 1].map((i) => cluster.procs[i]!.waitType('traffic-stopped', 60_000)));
+    await sleep(500);
+    const d = await Promise.all([0, 1, 2, 3].map((i) => cluster.ask(i, { cmd: 'digest' }, 'digest')));
+    t.true((d[0]!.size as number) > 100, `traffic went on (${String(d[0]!.size)} keys)`);
+    for (const x of d) {
+      t.is(x.sha256, d[0]!.sha256, `member ${String(x.member)} has the same map`);
+      t.deepEqual(x.logs, d[0]!.logs, `member ${String(x.member)} has the same log`);
+    }
+  } finally {
+    await cluster.cleanup();
+  }
+});

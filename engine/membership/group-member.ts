@@ -17,7 +17,7 @@ import type { Logger } from '../util/log.js';
 import { ControlServer, controlRequest } from './control.js';
 import type { Decision } from './gms-core.js';
 import { type Contact, requestAdmission } from './join-client.js';
-import { Outbox, type Settle } from './outbox.js';
+import { BATCH_OVERHEAD_BYTES, forEachInBatch, Outbox, type Settle } from './outbox.js';
 import { RememberedView, type StoredView } from './remembered-view.js';
 import { planRestart, type RestartReport, restartQuorum, shardName } from './restart-plan.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
@@ -231,8 +231,10 @@ export class GroupMember {
   send(type: string, subgroupIndex: number, payload: Buffer, opts: { timeout_ms?: number } = {}): Promise<Delivered> {
     if (this.state === 'closed') return Promise.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
     if (this.state !== 'member') return Promise.reject(this.noQuorumError());
-    if (payload.length > this.opts.multicast.max_payload_size) {
-      return Promise.reject(new TempestError('ERR_MULTICAST_TOO_LARGE', `an update of ${payload.length} bytes exceeds max_payload_size (${this.opts.multicast.max_payload_size} bytes)`));
+    if (payload.length + BATCH_OVERHEAD_BYTES > this.opts.multicast.max_payload_size) {
+      return Promise.reject(
+        new TempestError('ERR_MULTICAST_TOO_LARGE', `an update of ${payload.length} bytes exceeds max_payload_size (${this.opts.multicast.max_payload_size} bytes, of which ${BATCH_OVERHEAD_BYTES} are framing)`),
+      );
     }
     const ref = this.myShard(type, subgroupIndex);
     if (ref === undefined && this.current !== null && this.current.view.layout.subgroups.length > 0) {
@@ -240,8 +242,12 @@ export class GroupMember {
     }
     // No shard yet (an inadequate view): the update waits under the subgroup's name.
     const key = ref ? shardKey(ref.subgroup, ref.shard) : `${type}#${subgroupIndex}`;
-    const done = this.outbox(key).add(payload, Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000));
-    this.pumpOutbox(key);
+    const box = this.outbox(key);
+    const done = box.add(payload, Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000));
+    // Nothing in flight: send now (latency). Otherwise wait for the end of this event-loop turn,
+    // so that the updates asked for meanwhile go out together in one batch (throughput).
+    if (box.inFlight === 0) this.pumpOutbox(key);
+    else this.schedulePump(key);
     return done;
   }
 
@@ -280,6 +286,17 @@ export class GroupMember {
     return new TempestError('ERR_NO_QUORUM', `member ${this.self.id} is not in a view with a majority of the group (${this.state}); updates are refused until it rejoins`);
   }
 
+  private readonly pumpsScheduled = new Set<string>();
+
+  private schedulePump(key: string): void {
+    if (this.pumpsScheduled.has(key)) return;
+    this.pumpsScheduled.add(key);
+    setImmediate(() => {
+      this.pumpsScheduled.delete(key);
+      this.pumpOutbox(key);
+    });
+  }
+
   private pumpOutbox(key: string): void {
     const box = this.outboxes.get(key);
     const v = this.current;
@@ -294,7 +311,7 @@ export class GroupMember {
       void rt.ready?.then(() => this.pumpOutbox(key), () => {});
       return;
     }
-    box.pump(group, v.view.vid, 4 * this.opts.multicast.window_size);
+    box.pump(group, v.view.vid, 4 * this.opts.multicast.window_size, this.opts.multicast.max_smc_payload_size);
   }
 
   /**
@@ -311,7 +328,7 @@ export class GroupMember {
       q.push({ version: versionNumber(vid, index), vid, index, settle });
     }
     // Room for one more in flight: hand over the next waiting update, if any.
-    if (more) queueMicrotask(() => this.pumpOutbox(key));
+    if (more) this.schedulePump(key);
   }
 
   /**
@@ -727,6 +744,7 @@ export class GroupMember {
     for (const box of this.outboxes.values()) box.resubmitAll();
     this.current = inst;
     this.lastView = view;
+    for (const k of this.updateSeq.keys()) if (Number(k.split('/')[0]) < view.vid) this.updateSeq.delete(k);
     if (view.layout.subgroups.length > 0) this.lastLayout = view.layout;
     this.state = 'member';
     for (const f of fetches) this.awaitingState.add(shardKey(f.ref.subgroup, f.ref.shard));
@@ -844,12 +862,26 @@ export class GroupMember {
     return out;
   }
 
-  private deliver(vid: number, ref: ShardRef, sender: number, index: number, payload: Buffer): void {
-    const type = this.current!.view.layout.subgroups[ref.subgroup]!.type;
-    const h = this.opts.handlers[type]!;
-    h.deliver({ subgroup: ref.subgroup, subgroupIndex: this.current!.view.layout.subgroups[ref.subgroup]!.index, shard: ref.shard, sender, vid, index, payload });
-    if (sender === this.self.id) this.ownDelivered(ref, h.durable === true, vid, index);
+  /**
+   * A multicast message delivered: a batch of updates (outbox.ts). Each update gets the next
+   * sequence number of its shard in this view, the same at every member (the delivery order is).
+   */
+  private deliver(vid: number, ref: ShardRef, sender: number, _index: number, batch: Buffer): void {
+    const sg = this.current!.view.layout.subgroups[ref.subgroup]!;
+    const h = this.opts.handlers[sg.type]!;
+    const seqKey = `${vid}/${ref.global}`;
+    let seq = this.updateSeq.get(seqKey) ?? 0;
+    const own = sender === this.self.id;
+    forEachInBatch(batch, (payload) => {
+      const index = seq++;
+      h.deliver({ subgroup: ref.subgroup, subgroupIndex: sg.index, shard: ref.shard, sender, vid, index, payload });
+      if (own) this.ownDelivered(ref, h.durable === true, vid, index);
+    });
+    this.updateSeq.set(seqKey, seq);
   }
+
+  /** Per view and shard ("vid/global"): updates delivered so far (their sequence numbers). */
+  private readonly updateSeq = new Map<string, number>();
 
   private anyDurable(): boolean {
     return Object.values(this.opts.handlers).some((h) => h.durable === true);

@@ -1,5 +1,8 @@
 /**
- * The updates one member sends to one shard, across views. An update is acknowledged (its promise
+ * The updates one member sends to one shard, across views. Updates waiting together go out
+ * packed in one multicast message (a batch, see packBatch): the multicast, its table pushes and
+ * the receivers' per-message work are paid once per batch instead of once per update. A batch is
+ * delivered whole or not at all, and its updates keep their order. An update is acknowledged (its promise
  * resolves) when the member delivers it, which in an ordered shard means every member of the
  * shard received it. Updates handed to a view's multicast and not delivered when the view ended
  * were delivered nowhere (the ragged trim is agreed), so all of them go again, in order, in the
@@ -36,6 +39,55 @@ interface Outgoing {
   submittedIn: number;
 }
 
+/** A batch: u16 count, then per update u32 length and its bytes (little-endian). */
+const BATCH_HEADER_BYTES = 2;
+const BATCH_ENTRY_BYTES = 4;
+/** Bytes a batch adds to an update sent alone. */
+export const BATCH_OVERHEAD_BYTES = BATCH_HEADER_BYTES + BATCH_ENTRY_BYTES;
+/** Updates per batch at most (their deliveries share one multicast message). */
+export const MAX_BATCH_UPDATES = 256;
+
+/** Packs updates into one multicast payload of `total_bytes` (as counted by pump). */
+export function packBatch(payloads: readonly Buffer[], total_bytes: number): Buffer {
+  assert(payloads.length > 0 && payloads.length <= MAX_BATCH_UPDATES, 'a batch holds 1..MAX_BATCH_UPDATES updates');
+  const out = Buffer.allocUnsafe(total_bytes);
+  out.writeUInt16LE(payloads.length, 0);
+  let at = BATCH_HEADER_BYTES;
+  for (const p of payloads) {
+    out.writeUInt32LE(p.length, at);
+    p.copy(out, at + BATCH_ENTRY_BYTES);
+    at += BATCH_ENTRY_BYTES + p.length;
+  }
+  assert(at === total_bytes, 'the batch is exactly as long as counted');
+  return out;
+}
+
+/**
+ * Calls `fn` with each update of a delivered batch (views of `batch`, valid while it is). The
+ * whole batch is checked first, so a malformed one (a bug, or a foreign sender) is refused with
+ * ERR_MEMBERSHIP_MALFORMED_BATCH before any of it is delivered.
+ */
+export function forEachInBatch(batch: Buffer, fn: (update: Buffer, j: number) => void): void {
+  const bad = () => new TempestError('ERR_MEMBERSHIP_MALFORMED_BATCH', `a delivered batch of ${batch.length} bytes is malformed`);
+  if (batch.length < BATCH_HEADER_BYTES) throw bad();
+  const count = batch.readUInt16LE(0);
+  if (count === 0 || count > MAX_BATCH_UPDATES) throw bad();
+  let at = BATCH_HEADER_BYTES;
+  for (let j = 0; j < count; j++) {
+    if (at + BATCH_ENTRY_BYTES > batch.length) throw bad();
+    at += BATCH_ENTRY_BYTES + batch.readUInt32LE(at);
+    if (at > batch.length) throw bad();
+  }
+  if (at !== batch.length) throw bad();
+  at = BATCH_HEADER_BYTES;
+  for (let j = 0; j < count; j++) {
+    const len = batch.readUInt32LE(at);
+    at += BATCH_ENTRY_BYTES;
+    fn(batch.subarray(at, at + len), j);
+    at += len;
+  }
+}
+
 export class Outbox {
   private entries: Outgoing[] = [];
 
@@ -55,26 +107,45 @@ export class Outbox {
     });
   }
 
-  /** Hands waiting updates to the multicast of view `vid`, with at most `limit` of ours in flight. */
-  pump(sink: UpdateSink, vid: number, limit: number): void {
+  /** Updates handed to the multicast and not yet delivered. */
+  get inFlight(): number {
+    let n = 0;
+    for (const o of this.entries) if (o.submitted) n++;
+    return n;
+  }
+
+  /**
+   * Hands waiting updates to the multicast of view `vid`, with at most `limit` of ours in flight,
+   * packed into batches of at most `batch_bytes` (an update larger than that goes alone).
+   */
+  pump(sink: UpdateSink, vid: number, limit: number, batch_bytes: number): void {
     let inFlight = 0;
-    for (const o of this.entries) {
-      if (o.submitted) {
+    let i = 0;
+    for (; i < this.entries.length && this.entries[i]!.submitted; i++) inFlight++;
+    while (i < this.entries.length && inFlight < limit) {
+      const batch: Outgoing[] = [];
+      let bytes = BATCH_HEADER_BYTES;
+      while (i < this.entries.length && inFlight < limit && batch.length < MAX_BATCH_UPDATES) {
+        const o = this.entries[i]!;
+        const size = BATCH_ENTRY_BYTES + o.payload.length;
+        if (batch.length > 0 && bytes + size > batch_bytes) break;
+        o.submitted = true;
+        o.submittedIn = vid;
+        batch.push(o);
+        bytes += size;
         inFlight++;
-        continue;
+        i++;
       }
-      if (inFlight >= limit) break;
-      o.submitted = true;
-      o.submittedIn = vid;
-      inFlight++;
-      sink.send(o.payload).catch((err: TempestError) => {
-        // The view ended before it went out: it goes again in the next view.
+      sink.send(packBatch(batch.map((o) => o.payload), bytes)).catch((err: TempestError) => {
+        // The view ended before it went out: its updates go again in the next view.
         if (err.code === 'ERR_MULTICAST_WEDGED' || err.code === 'ERR_MULTICAST_CLOSED') {
-          if (o.submittedIn === vid) o.submitted = false;
+          for (const o of batch) if (o.submittedIn === vid) o.submitted = false;
         } else {
-          const i = this.entries.indexOf(o);
-          if (i >= 0) this.entries.splice(i, 1);
-          o.reject(err);
+          for (const o of batch) {
+            const at = this.entries.indexOf(o);
+            if (at >= 0) this.entries.splice(at, 1);
+            o.reject(err);
+          }
         }
       });
     }

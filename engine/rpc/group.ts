@@ -72,6 +72,8 @@ interface PendingCall {
 const DEFAULT_SEND_TIMEOUT_MS = 30_000;
 const DEFAULT_P2P_TIMEOUT_MS = 10_000;
 const SWEEP_MS = 1_000;
+/** Room for the codec's own bytes around a payload that may be as large as a configured limit. */
+const FRAMING_MARGIN_BYTES = 4096;
 
 function hostedKey(type: string, subgroupIndex: number, shard: number): string {
   return `${type}#${subgroupIndex}/${shard}`;
@@ -137,8 +139,8 @@ export class Group {
       group.server = await WireServer.listen({
         host: d.local_ip,
         port: d.external_port,
-        max_request_bytes: Math.max(d.max_p2p_request_payload_size, d.max_payload_size),
-        max_reply_bytes: Math.max(d.max_p2p_reply_payload_size, 1024 * 1024),
+        max_request_bytes: Math.max(d.max_p2p_request_payload_size, d.max_payload_size) + FRAMING_MARGIN_BYTES,
+        max_reply_bytes: d.max_p2p_reply_payload_size + FRAMING_MARGIN_BYTES,
         log,
         what: 'external_port',
         onRequest: (req) => group.onRequest(req),
@@ -263,7 +265,7 @@ export class Group {
     if (h !== undefined) return h;
     let p = this.opening.get(key);
     if (p === undefined) {
-      p = Replica.open(type, idx, shard, this.pers, this.log).then((replica) => {
+      p = Replica.open(type, idx, shard, this.pers, this.log, this.opts.config.DERECHO.max_p2p_reply_payload_size).then((replica) => {
         const hosted: Hosted = { replica, replies: [], flushScheduled: false, flushing: false };
         this.hosted.set(key, hosted);
         this.opening.delete(key);
@@ -354,10 +356,20 @@ export class Group {
       if (list === undefined) byOrigin.set(r.origin, (list = []));
       list.push([r.request, this.myId, r.version, r.outcome]);
     }
+    // Batches stay under the request limit (each outcome is at most max_p2p_reply_payload_size).
+    const budget = this.opts.config.DERECHO.max_p2p_request_payload_size;
     for (const [origin, list] of byOrigin) {
-      this.peer(origin)
-        .then((c) => c.request(KIND_ORDERED_REPLIES, encode(list), this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS))
-        .catch((err: Error) => this.log.debug({ origin, err: err.message }, 'replies not delivered (the origin may have failed)'));
+      let from = 0;
+      while (from < list.length) {
+        let to = from;
+        let bytes = 0;
+        while (to < list.length && (to === from || bytes + list[to]![3].length + 48 <= budget)) bytes += list[to++]![3].length + 48;
+        const batch = list.slice(from, to);
+        from = to;
+        this.peer(origin)
+          .then((c) => c.request(KIND_ORDERED_REPLIES, encode(batch), this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS))
+          .catch((err: Error) => this.log.debug({ origin, err: err.message }, 'replies not delivered (the origin may have failed)'));
+      }
     }
   }
 
@@ -375,9 +387,24 @@ export class Group {
   async p2pCall(type: ReplicatedType, index: number, node: number, method: string, args: unknown[]): Promise<unknown> {
     if (!type.p2p.includes(method as never)) throw new TempestError('ERR_RPC_UNKNOWN_METHOD', `${type.name}.${method} is not a p2p method`);
     if (node === this.myId) return this.localP2p(type.name, index, undefined, method, args);
+    const body = encode([type.name, index, method, args], 'args');
+    this.checkRequestSize(body);
     const c = await this.peer(node);
-    const reply = await c.request(KIND_P2P_CALL, encode([type.name, index, method, args], 'args'), this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS);
+    const reply = await c.request(KIND_P2P_CALL, body, this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS);
     return decode(reply);
+  }
+
+  private checkRequestSize(body: Buffer): void {
+    const max = this.opts.config.DERECHO.max_p2p_request_payload_size;
+    if (body.length > max) throw new TempestError('ERR_RPC_REQUEST_TOO_LARGE', `a p2p request of ${body.length} bytes exceeds [DERECHO] max_p2p_request_payload_size (${max} bytes)`);
+  }
+
+  /** Encodes a p2p result, refusing one over max_p2p_reply_payload_size. */
+  private encodeReply(value: unknown): Buffer {
+    const out = encode(value, 'result');
+    const max = this.opts.config.DERECHO.max_p2p_reply_payload_size;
+    if (out.length > max) throw new TempestError('ERR_RPC_REPLY_TOO_LARGE', `a reply of ${out.length} bytes exceeds [DERECHO] max_p2p_reply_payload_size (${max} bytes)`);
+    return out;
   }
 
   private async localP2p(typeName: string, index: number, shard: number | undefined, method: string, args: unknown): Promise<unknown> {
@@ -401,7 +428,14 @@ export class Group {
     const m = this.member.view?.members.find((x) => x.id === id);
     if (m === undefined) return Promise.reject(new TempestError('ERR_RPC_NO_SUCH_MEMBER', `member ${id} is not in the current view`));
     const d = this.opts.config.DERECHO;
-    p = WireClient.connect({ host: m.ip, port: m.external_port, connect_timeout_ms: 2_000, max_request_bytes: Math.max(d.max_p2p_request_payload_size, d.max_payload_size), max_reply_bytes: d.max_p2p_reply_payload_size, log: this.log });
+    p = WireClient.connect({
+      host: m.ip,
+      port: m.external_port,
+      connect_timeout_ms: 2_000,
+      max_request_bytes: Math.max(d.max_p2p_request_payload_size, d.max_payload_size) + FRAMING_MARGIN_BYTES,
+      max_reply_bytes: d.max_p2p_reply_payload_size + FRAMING_MARGIN_BYTES,
+      log: this.log,
+    });
     this.peers.set(id, p);
     p.then(
       (c) => c.onClose(() => this.peers.get(id) === p && this.peers.delete(id)),
@@ -425,12 +459,14 @@ export class Group {
         return Buffer.alloc(0);
       }
       case KIND_P2P_CALL: {
+        this.checkRequestSize(req.body);
         const [type, index, method, args] = decode(req.body) as [string, number, string, unknown[]];
-        return encode(await this.localP2p(type, index, undefined, method, args), 'result');
+        return this.encodeReply(await this.localP2p(type, index, undefined, method, args));
       }
       case KIND_EXTERNAL_P2P: {
+        this.checkRequestSize(req.body);
         const [type, index, shard, method, args] = decode(req.body) as [string, number, number, string, unknown[]];
-        return encode(await this.localP2p(type, index, shard, method, args), 'result');
+        return this.encodeReply(await this.localP2p(type, index, shard, method, args));
       }
       case KIND_CLUSTER:
         return encode(this.clusterInfo());

@@ -26,6 +26,8 @@ import type { ReplicatedType } from './replicated-type.js';
 const DEDUP_PER_CLIENT = 256;
 /** External clients remembered per replica; the least recently seen is forgotten first. */
 const DEDUP_CLIENTS = 4096;
+/** Versions a Volatile field keeps in memory at most (whatever [PERS] retain_entries says). */
+const VOLATILE_RETAIN_ENTRIES = 100_000;
 
 export interface PersistenceSettings {
   file_path: string;
@@ -77,6 +79,7 @@ export class Replica {
     obj: object,
     fields: { name: string; field: Field; log: Log }[],
     private readonly dir: string | null,
+    private readonly max_reply_bytes: number,
   ) {
     this.obj = obj as Record<string, unknown>;
     this.fields = fields;
@@ -84,7 +87,7 @@ export class Replica {
   }
 
   /** Opens (or creates) the replica, loading its fields from their logs. */
-  static async open(type: ReplicatedType, subgroupIndex: number, shard: number, pers: PersistenceSettings, log: Logger): Promise<Replica> {
+  static async open(type: ReplicatedType, subgroupIndex: number, shard: number, pers: PersistenceSettings, log: Logger, max_reply_bytes = Infinity): Promise<Replica> {
     const obj = type.create();
     const found = versionedFields(obj);
     const dir = path.join(pers.file_path, replicaDirName(type.name, subgroupIndex, shard));
@@ -95,14 +98,14 @@ export class Replica {
         const l: Log =
           f.field instanceof Persistent
             ? await LogStore.open({ dir: path.join(dir, f.name), durable: true, segment_size_bytes: pers.segment_size_bytes, retain_entries: pers.retain_entries, retain_ms: pers.retain_ms, log: log.child({ field: f.name }) })
-            : new MemoryLogStore({ retain_entries: pers.retain_entries });
+            : new MemoryLogStore({ retain_entries: pers.retain_entries === 0 ? VOLATILE_RETAIN_ENTRIES : Math.min(pers.retain_entries, VOLATILE_RETAIN_ENTRIES) });
         fields.push({ name: f.name, field: f.field, log: l });
       }
     } catch (err) {
       for (const f of fields) await f.log.close().catch(() => {});
       throw err;
     }
-    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null);
+    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null, max_reply_bytes);
     await r.reconcileFields(log);
     return r;
   }
@@ -112,16 +115,22 @@ export class Replica {
    * the shortest (that version was not acknowledged, as no member reported it persisted).
    */
   private async reconcileFields(log: Logger): Promise<void> {
-    if (this.fields.length === 0) return;
-    let min = this.fields[0]!.log.latestVersion;
-    for (const f of this.fields) if (f.log.latestVersion < min) min = f.log.latestVersion;
-    for (const f of this.fields) {
+    const durable = this.fields.filter((f) => f.field instanceof Persistent);
+    if (durable.length > 0) {
+      let min = durable[0]!.log.latestVersion;
+      for (const f of durable) if (f.log.latestVersion < min) min = f.log.latestVersion;
+      await this.cutBack(durable, min, log);
+    }
+    await this.reload();
+  }
+
+  private async cutBack(fields: { name: string; log: Log }[], min: bigint, log: Logger): Promise<void> {
+    for (const f of fields) {
       if (f.log.latestVersion > min) {
         log.warn({ field: f.name, from: String(f.log.latestVersion), to: String(min) }, 'cutting a field log back to the shortest of its object');
         await f.log.truncateAfter(min);
       }
     }
-    await this.reload();
   }
 
   private async reload(): Promise<void> {
@@ -142,11 +151,10 @@ export class Replica {
     return this.lastVersion;
   }
 
-  /** The last version every field has on disk (durable) or in memory. */
+  /** The last version every Persistent field has on disk (the last applied one when there are none). */
   get persistedVersion(): bigint {
-    if (this.fields.length === 0) return this.lastVersion;
-    let min = this.fields[0]!.log.persistedVersion;
-    for (const f of this.fields) if (f.log.persistedVersion < min) min = f.log.persistedVersion;
+    let min = this.lastVersion;
+    for (const f of this.fields) if (f.field instanceof Persistent && f.log.persistedVersion < min) min = f.log.persistedVersion;
     return min;
   }
 
@@ -185,7 +193,11 @@ export class Replica {
         value.catch(() => {});
         throw new TempestError('ERR_RPC_ORDERED_ASYNC', `ordered method ${this.type.name}.${methodName} returned a promise; ordered methods must be synchronous`);
       }
-      return encode([true, value]);
+      const out = encode([true, value], 'result');
+      if (out.length > this.max_reply_bytes) {
+        throw new TempestError('ERR_RPC_REPLY_TOO_LARGE', `${this.type.name}.${methodName} returned ${out.length} bytes, over [DERECHO] max_p2p_reply_payload_size (${this.max_reply_bytes} bytes); the call was applied`);
+      }
+      return out;
     } catch (err) {
       return encode([false, toErrorRecord(err)]);
     }

@@ -12,6 +12,7 @@
  * replica, and what they change is what the Persistent fields log. p2p methods may be async (reads
  * of a Persistent field's history are).
  */
+import { Persistent, Volatile } from '../persistence/persistent.js';
 import { TempestError } from '../util/errors.js';
 
 /** The names of T's methods. */
@@ -49,6 +50,11 @@ export function replicatedType<T extends object, const O extends MethodNames<T>,
   const probe = spec.create() as Record<string, unknown>;
   for (const m of seen) {
     if (typeof probe[m] !== 'function') throw new TempestError('ERR_RPC_DECLARATION', `${spec.name}.${m} is not a method of the objects create() returns`);
+  }
+  // Only versioned fields are logged, sent to members new to a shard and restored after a
+  // restart: state kept anywhere else would silently differ between replicas.
+  if (!Object.values(probe).some((v) => v instanceof Persistent || v instanceof Volatile)) {
+    throw new TempestError('ERR_RPC_DECLARATION', `${spec.name} has no Persistent or Volatile field: keep a replicated object's state in such fields (they are logged, transferred to new members and restored after a restart)`);
   }
   return Object.freeze({ name: spec.name, create: spec.create, ordered: Object.freeze([...spec.ordered]), p2p: Object.freeze([...spec.p2p]) });
 }

@@ -17,7 +17,7 @@ import { RemoteError, type ErrorRecord } from './errors.js';
 import { FRAME_PUSH, FRAME_REPLY_ERROR, FRAME_REPLY_OK, FRAME_REQUEST, idFromNumber, idToNumber } from './frame.js';
 import { FrameReader, type FrameSink } from './frame-reader.js';
 import { bodyBytes, FrameWriter, type WireBody } from './frame-writer.js';
-import { checkKind, checkLimit, isWireBody, notifyClose, type CloseListener } from './wire-common.js';
+import { attachSocket, checkKind, checkLimit, isWireBody, notifyClose, type CloseListener } from './wire-common.js';
 
 /** A client accepts REPLY_ERROR bodies up to this size even when max_reply_bytes is smaller. */
 const MAX_ERROR_BODY_BYTES = 16 * 1024;
@@ -61,15 +61,9 @@ export class WireClient implements FrameSink {
     this.target = `${opts.host}:${opts.port}`;
     this.writer = new FrameWriter(socket);
     this.reader = new FrameReader(Math.max(opts.max_reply_bytes, MAX_ERROR_BODY_BYTES), [FRAME_REPLY_OK, FRAME_REPLY_ERROR, FRAME_PUSH], this);
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 10_000);
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.reader.push(chunk);
-      } catch (err) {
-        this.log.warn({ err }, 'closing an RPC connection whose server broke the frame format');
-        this.fail(new TempestError('ERR_RPC_CONNECTION_LOST', `connection to ${this.target} closed: ${(err as Error).message}`, { cause: err }));
-      }
+    attachSocket(socket, this.reader, (err) => {
+      this.log.warn({ err }, 'closing an RPC connection whose server broke the frame format');
+      this.fail(new TempestError('ERR_RPC_CONNECTION_LOST', `connection to ${this.target} closed: ${(err as Error).message}`, { cause: err }));
     });
     socket.on('error', (err) => {
       this.log.debug({ err }, 'RPC connection error');

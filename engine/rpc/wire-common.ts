@@ -1,6 +1,7 @@
 /**
  * What WireServer and WireClient share: argument checks and close notification.
  */
+import type { Socket } from 'node:net';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { MAX_FRAME_BODY_BYTES, MAX_KIND } from './frame.js';
@@ -32,4 +33,21 @@ export function notifyClose(listeners: CloseListener[], err: Error | undefined, 
       log.error({ err: e }, 'onClose callback threw');
     }
   }
+}
+
+/**
+ * Sets a connection's socket up the same way on both sides: no Nagle delay (frames are small and
+ * latency-bound), TCP keep-alive, and every chunk to the frame reader; a chunk that breaks the
+ * frame format goes to `broken` (the caller closes the connection).
+ */
+export function attachSocket(socket: Socket, reader: { push(chunk: Buffer): void }, broken: (err: unknown) => void): void {
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true, 10_000);
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      reader.push(chunk);
+    } catch (err) {
+      broken(err);
+    }
+  });
 }

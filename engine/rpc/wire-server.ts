@@ -19,7 +19,7 @@ import { toErrorRecord, type ErrorRecord } from './errors.js';
 import { FRAME_PUSH, FRAME_REPLY_ERROR, FRAME_REPLY_OK, FRAME_REQUEST, idFromNumber, idToBigInt } from './frame.js';
 import { FrameReader, type FrameSink } from './frame-reader.js';
 import { bodyBytes, FrameWriter, type WireBody } from './frame-writer.js';
-import { checkKind, checkLimit, isWireBody, notifyClose, type CloseListener } from './wire-common.js';
+import { attachSocket, checkKind, checkLimit, isWireBody, notifyClose, type CloseListener } from './wire-common.js';
 
 /** Handlers may run at once per server connection unless configured otherwise. */
 export const DEFAULT_MAX_IN_FLIGHT_REQUESTS = 128;
@@ -81,15 +81,9 @@ export class WireServerConnection implements FrameSink {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     this.reader = new FrameReader(opts.max_request_bytes, [FRAME_REQUEST], this);
     this.writer = new FrameWriter(socket);
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 10_000);
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        this.reader.push(chunk);
-      } catch (err) {
-        this.log.warn({ err, remote: this.remote }, 'closing an RPC connection that broke the frame format');
-        this.fail(err as Error);
-      }
+    attachSocket(socket, this.reader, (err) => {
+      this.log.warn({ err, remote: this.remote }, 'closing an RPC connection that broke the frame format');
+      this.fail(err as Error);
     });
     socket.on('drain', () => this.updateFlow());
     socket.on('error', (err) => {

@@ -5,7 +5,7 @@
  *             acknowledged count, reply counts per call, latencies and the rate
  *   traffic   {on, concurrency, value_bytes}: endless unique puts; acknowledged keys are reported
  *             in batches (`acks`) so a crash test knows what must survive
- *   put-one   {key, value}: one ordered put; reports its version and the wall clock around it
+ *   put-one   {key, value, method?}: one ordered put (or append); reports its version and the wall clock around it
  *   get       {key, node}: p2p get on member `node`
  *   at        {key, at, node}: p2p getAt (history by version, index or time)
  *   digest    : this replica's map hash, size, versions and per-field log digests
@@ -70,7 +70,7 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
 
-async function puts(m: { count: number; prefix: string; concurrency: number; value_bytes: number; return_latencies?: boolean }): Promise<void> {
+async function puts(m: { count: number; prefix: string; concurrency: number; value_bytes: number; return_latencies?: boolean; acknowledged_only?: boolean }): Promise<void> {
   const lat = new Float64Array(m.count);
   // Where the time goes: own delivery (stable at every member), acknowledgement (persisted by
   // every member, in a durable subgroup), every reply in.
@@ -90,9 +90,14 @@ async function puts(m: { count: number; prefix: string; concurrency: number; val
         const q = cache.orderedSend('put', `${m.prefix}${i}`, value);
         void q.replies().then(() => (deliveredAt[i] = performance.now() - start), () => {});
         void q.delivered.then(() => (ackedAt[i] = performance.now() - start), () => {});
-        const r = await q.all();
-        lat[i] = performance.now() - start;
-        replyCounts[r.size] = (replyCounts[r.size] ?? 0) + 1;
+        if (m.acknowledged_only) {
+          await q.delivered;
+          lat[i] = performance.now() - start;
+        } else {
+          const r = await q.all();
+          lat[i] = performance.now() - start;
+          replyCounts[r.size] = (replyCounts[r.size] ?? 0) + 1;
+        }
         acked++;
       } catch (err) {
         lat[i] = NaN;
@@ -155,11 +160,11 @@ async function digest(): Promise<object> {
 }
 
 process.on('message', (m: { cmd: string; [k: string]: unknown }) => {
-  const fail = (err: unknown) => report({ type: 'cmd-failed', cmd: m.cmd, code: (err as { code?: string }).code, message: (err as Error).message });
+  const fail = (err: unknown) => report({ type: 'cmd-failed', cmd: m.cmd, code: (err as { code?: string }).code, remoteCode: (err as { remoteCode?: string }).remoteCode, message: (err as Error).message });
   if (m.cmd === 'puts') puts(m as never).catch(fail);
   else if (m.cmd === 'put-one') {
     const before_ms = Date.now();
-    const r = cache.orderedSend('put', m.key as string, m.value as string);
+    const r = m.method === 'append' ? cache.orderedSend('append', m.key as string, m.value as string) : cache.orderedSend('put', m.key as string, m.value as string);
     r.all().then(
       async (replies) => report({ type: 'put-one', key: m.key, version: (await r.delivered).version.toString(), replies: replies.size, before_ms, after_ms: Date.now() }),
       fail,

@@ -14,7 +14,7 @@ export class CacheCluster {
   readonly procs: (Child | null)[];
   readonly root: string;
 
-  private constructor(readonly members: MemberInfo[], readonly opts: Partial<CacheProcessArgs>) {
+  private constructor(readonly members: MemberInfo[], public opts: Partial<CacheProcessArgs>) {
     this.root = mkdtempSync(join(tmpdir(), 'tempest-cache-'));
     this.procs = members.map(() => null);
   }
@@ -55,7 +55,7 @@ export class CacheCluster {
     const seen = c.inbox.length;
     c.send(cmd);
     return c.waitFor((m) => ((m.type === type && match(m)) || m.type === 'cmd-failed') && c.inbox.indexOf(m) >= seen, timeout_ms, `"${type}" reply`).then((m) => {
-      if (m.type === 'cmd-failed') throw new Error(`member ${i}: ${String(m.code)} ${String(m.message)}`);
+      if (m.type === 'cmd-failed') throw Object.assign(new Error(`member ${i}: ${String(m.code)} ${String(m.message)}`), { code: m.code, remoteCode: m.remoteCode });
       return m;
     });
   }
