@@ -4,6 +4,8 @@
  * total restart, and an external client that fails over without applying an update twice.
  */
 import test from 'ava';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { decode, encode } from '../engine/rpc/codec.js';
 import { ExternalClient } from '../engine/rpc/external-client.js';
 import { KIND_EXTERNAL_ORDERED } from '../engine/rpc/protocol.js';
@@ -28,6 +30,7 @@ test('Cache on 3 members: 10,000 ordered puts from 3 senders; identical state an
     t.log(`rates (puts/s per sender): ${done.map((d) => Math.round(d.rate_per_s as number)).join(', ')}; p50 ${done.map((d) => (d.p50_ms as number).toFixed(1)).join('/')} ms`);
     const digests = await Promise.all([0, 1, 2].map((i) => cluster.ask(i, { cmd: 'digest' }, 'digest')));
     for (const d of digests) {
+      t.deepEqual((d.shards as number[][]).map((s) => [...s].sort()), [[0, 1, 2]], 'getSubgroupMembers: one shard of all three');
       t.is(d.size, 10_000);
       t.is(d.sha256, digests[0]!.sha256, `member ${String(d.member)} has the same map`);
       t.deepEqual(d.logs, digests[0]!.logs, `member ${String(d.member)} has the same log, entry for entry`);
@@ -118,6 +121,12 @@ test('an external client keeps working when its member is killed, and no update 
     t.pass(`${N} appends acknowledged`);
     t.true(killedAt > 0);
     t.true(views.length > 0, 'the client followed the view change');
+    // DESIGN §6: each survivor logged the ragged trim it accepted before publishing it.
+    for (const i of [1, 2]) {
+      const trim = JSON.parse(readFileSync(join(cluster.dataDir(i), 'ragged-trim.json'), 'utf8')) as { vid: number; keep: number[]; trim: Record<string, number[]> };
+      t.false(trim.keep.includes(0), `member ${i} logged the trim of the change that removed member 0`);
+      t.is(Object.values(trim.trim)[0]!.length, 3, 'one count per sender of the shard');
+    }
     t.is(client.cluster.members.length, 2);
     const final = await cache.p2pSend('get', 'journal');
     t.is(final, expected, 'the journal holds every append exactly once');
