@@ -156,7 +156,7 @@ async function digest(): Promise<object> {
   const hosted = (group as unknown as { hosted: Map<string, { replica: { logDigest(): Promise<object[]>; localVersion: bigint; persistedVersion: bigint } }> }).hosted;
   const logs: object[] = [];
   for (const [k, h2] of hosted) logs.push({ replica: k, version: h2.replica.localVersion.toString(), persisted: h2.replica.persistedVersion.toString(), fields: await h2.replica.logDigest() });
-  return { size: map.size, sha256: h.digest('hex'), logs, keys: map.size <= 200_000 ? [...map.keys()] : null };
+  return { size: map.size, sha256: h.digest('hex'), logs, keys: map.size <= 200_000 ? [...map.keys()] : null, shards: group.getSubgroupMembers(CacheType) };
 }
 
 process.on('message', (m: { cmd: string; [k: string]: unknown }) => {
