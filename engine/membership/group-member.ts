@@ -34,6 +34,8 @@ export interface Delivery {
   sender: number;
   vid: number;
   index: number;
+  /** The shard's members in view `vid` (shared: read it, do not change it). */
+  members: readonly number[];
   /** Valid during the call only. */
   payload: Buffer;
 }
@@ -229,27 +231,52 @@ export class GroupMember {
    * refuses at once when this member is not with a majority.
    */
   send(type: string, subgroupIndex: number, payload: Buffer, opts: { timeout_ms?: number } = {}): Promise<Delivered> {
-    if (this.state === 'closed') return Promise.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
-    if (this.state !== 'member') return Promise.reject(this.noQuorumError());
+    return new Promise<Delivered>((resolve, reject) => this.sendSettled(type, subgroupIndex, payload, { resolve, reject }, opts));
+  }
+
+  /**
+   * send(), answering through `settle` instead of a promise (for callers that make one object per
+   * update anyway, such as rpc/group.ts). A refusal calls settle.reject synchronously.
+   */
+  sendSettled(type: string, subgroupIndex: number, payload: Buffer, settle: Settle, opts: { timeout_ms?: number } = {}): void {
+    if (this.state === 'closed') return settle.reject(new TempestError('ERR_MEMBERSHIP_CLOSED', 'this member has left the group'));
+    if (this.state !== 'member') return settle.reject(this.noQuorumError());
     if (payload.length + BATCH_OVERHEAD_BYTES > this.opts.multicast.max_payload_size) {
-      return Promise.reject(
+      return settle.reject(
         new TempestError('ERR_MULTICAST_TOO_LARGE', `an update of ${payload.length} bytes exceeds max_payload_size (${this.opts.multicast.max_payload_size} bytes, of which ${BATCH_OVERHEAD_BYTES} are framing)`),
       );
     }
-    const ref = this.myShard(type, subgroupIndex);
-    if (ref === undefined && this.current !== null && this.current.view.layout.subgroups.length > 0) {
-      return Promise.reject(new TempestError('ERR_NOT_SHARD_MEMBER', `member ${this.self.id} is not in a shard of ${type}[${subgroupIndex}]`));
+    const mine = this.myShardCached(type, subgroupIndex);
+    if (mine === null && this.current !== null && this.current.view.layout.subgroups.length > 0) {
+      return settle.reject(new TempestError('ERR_NOT_SHARD_MEMBER', `member ${this.self.id} is not in a shard of ${type}[${subgroupIndex}]`));
     }
     // No shard yet (an inadequate view): the update waits under the subgroup's name.
-    const key = ref ? shardKey(ref.subgroup, ref.shard) : `${type}#${subgroupIndex}`;
+    const key = mine !== null ? mine.key : `${type}#${subgroupIndex}`;
     const box = this.outbox(key);
-    const done = box.add(payload, Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000));
+    box.addSettled(payload, Date.now() + (opts.timeout_ms ?? this.opts.send_timeout_ms ?? 30_000), settle);
     // Nothing in flight: send now (latency). Otherwise wait for the end of this event-loop turn,
     // so that the updates asked for meanwhile go out together in one batch (throughput).
     if (box.inFlight === 0) this.pumpOutbox(key);
     else this.schedulePump(key);
-    return done;
   }
+
+  /** myShard() of the current view, remembered per view (send() asks once per update), with its outbox key. */
+  private myShardCached(type: string, subgroupIndex: number): { ref: ShardRef; key: string } | null {
+    const v = this.current?.view;
+    if (v === undefined) return null;
+    let memo = this.shardMemo;
+    if (memo === null || memo.view !== v) this.shardMemo = memo = { view: v, byType: new Map() };
+    let perType = memo.byType.get(type);
+    if (perType === undefined) memo.byType.set(type, (perType = []));
+    let mine = perType[subgroupIndex];
+    if (mine === undefined) {
+      const ref = this.myShard(type, subgroupIndex);
+      perType[subgroupIndex] = mine = ref === undefined ? null : { ref, key: shardKey(ref.subgroup, ref.shard) };
+    }
+    return mine;
+  }
+
+  private shardMemo: { view: View; byType: Map<string, ({ ref: ShardRef; key: string } | null)[]> } | null = null;
 
   private outbox(key: string): Outbox {
     let box = this.outboxes.get(key);
@@ -301,10 +328,13 @@ export class GroupMember {
     const box = this.outboxes.get(key);
     const v = this.current;
     if (!box || box.length === 0 || v === null || this.changing || this.state !== 'member' || v.core?.changing) return;
-    const [sg, sh] = key.split('/').map(Number);
-    if (sh === undefined || Number.isNaN(sh)) return; // no shard yet (inadequate view): wait
-    const ref = allShards(v.view.layout).find((r) => r.subgroup === sg && r.shard === sh);
-    const rt = ref ? v.shardGroup(ref.global) : undefined;
+    const slash = key.indexOf('/');
+    if (slash < 0 || key.includes('#')) return; // no shard yet (inadequate view): wait
+    const sg = Number(key.slice(0, slash));
+    const sh = Number(key.slice(slash + 1));
+    // Our shards' runtimes (the view holds one per shard of ours; another shard has none).
+    let rt: ViewInstance['shards'][number] | undefined;
+    for (const r of v.shards) if (r.ref.subgroup === sg && r.ref.shard === sh) rt = r;
     if (!rt || this.awaitingState.has(key)) return;
     const group = rt.group;
     if (group === null || !rt.agreed) {
@@ -318,9 +348,8 @@ export class GroupMember {
    * Our own update was delivered: the oldest outgoing one of that shard is acknowledged, at once
    * or, in a durable subgroup, once every member of the shard has persisted it.
    */
-  private ownDelivered(ref: ShardRef, durable: boolean, vid: number, index: number): void {
-    const key = shardKey(ref.subgroup, ref.shard);
-    const { settle, more } = this.outboxes.get(key)!.delivered();
+  private ownDelivered(key: string, box: Outbox, durable: boolean, vid: number, index: number): void {
+    const settle = box.shiftDelivered();
     if (!durable) settle.resolve({ vid, index });
     else {
       let q = this.awaitingPersist.get(key);
@@ -328,7 +357,7 @@ export class GroupMember {
       q.push({ version: versionNumber(vid, index), vid, index, settle });
     }
     // Room for one more in flight: hand over the next waiting update, if any.
-    if (more) this.schedulePump(key);
+    if (box.moreWaiting) this.schedulePump(key);
   }
 
   /**
@@ -871,11 +900,15 @@ export class GroupMember {
     const h = this.opts.handlers[sg.type]!;
     const seqKey = `${vid}/${ref.global}`;
     let seq = this.updateSeq.get(seqKey) ?? 0;
-    const own = sender === this.self.id;
+    // Our own batch: its updates are the oldest of our outbox for the shard (looked up once).
+    const ownKey = sender === this.self.id ? shardKey(ref.subgroup, ref.shard) : null;
+    const box = ownKey === null ? undefined : this.outboxes.get(ownKey);
+    assert(ownKey === null || box !== undefined, 'our deliveries come from our outbox');
+    const durable = h.durable === true;
     forEachInBatch(batch, (payload) => {
       const index = seq++;
-      h.deliver({ subgroup: ref.subgroup, subgroupIndex: sg.index, shard: ref.shard, sender, vid, index, payload });
-      if (own) this.ownDelivered(ref, h.durable === true, vid, index);
+      h.deliver({ subgroup: ref.subgroup, subgroupIndex: sg.index, shard: ref.shard, sender, vid, index, members: ref.members, payload });
+      if (box !== undefined) this.ownDelivered(ownKey!, box, durable, vid, index);
     });
     this.updateSeq.set(seqKey, seq);
   }

@@ -31,8 +31,8 @@ export interface UpdateSink {
 
 interface Outgoing {
   payload: Buffer;
-  resolve: (at: DeliveredAt) => void;
-  reject: (e: Error) => void;
+  /** Who is answered (a promise's functions, or the caller's own Settle). */
+  settle: Settle;
   deadline_ms: number;
   /** Handed to the multicast of view `submittedIn` and not yet delivered. */
   submitted: boolean;
@@ -47,15 +47,16 @@ export const BATCH_OVERHEAD_BYTES = BATCH_HEADER_BYTES + BATCH_ENTRY_BYTES;
 /** Updates per batch at most (their deliveries share one multicast message). */
 export const MAX_BATCH_UPDATES = 256;
 
-/** Packs updates into one multicast payload of `total_bytes` (as counted by pump). */
-export function packBatch(payloads: readonly Buffer[], total_bytes: number): Buffer {
+/** Packs updates (payloads, or outgoing entries) into one multicast payload of `total_bytes` (as counted by pump). */
+export function packBatch(payloads: readonly (Buffer | { payload: Buffer })[], total_bytes: number): Buffer {
   assert(payloads.length > 0 && payloads.length <= MAX_BATCH_UPDATES, 'a batch holds 1..MAX_BATCH_UPDATES updates');
   const out = Buffer.allocUnsafe(total_bytes);
   out.writeUInt16LE(payloads.length, 0);
   let at = BATCH_HEADER_BYTES;
-  for (const p of payloads) {
+  for (const x of payloads) {
+    const p = Buffer.isBuffer(x) ? x : x.payload;
     out.writeUInt32LE(p.length, at);
-    p.copy(out, at + BATCH_ENTRY_BYTES);
+    out.set(p, at + BATCH_ENTRY_BYTES);
     at += BATCH_ENTRY_BYTES + p.length;
   }
   assert(at === total_bytes, 'the batch is exactly as long as counted');
@@ -90,6 +91,8 @@ export function forEachInBatch(batch: Buffer, fn: (update: Buffer, j: number) =>
 
 export class Outbox {
   private entries: Outgoing[] = [];
+  /** Entries with `submitted` set (kept as a count: send() asks for it per update). */
+  private submittedCount = 0;
 
   constructor(private readonly max_pending: number) {}
 
@@ -99,19 +102,21 @@ export class Outbox {
 
   /** Queues an update; it fails with ERR_MEMBERSHIP_TIMEOUT if not handed over by `deadline_ms`. */
   add(payload: Buffer, deadline_ms: number): Promise<DeliveredAt> {
+    return new Promise<DeliveredAt>((resolve, reject) => this.addSettled(payload, deadline_ms, { resolve, reject }));
+  }
+
+  /** add(), answering through `settle` instead of a promise (refused at once: settle.reject, synchronously). */
+  addSettled(payload: Buffer, deadline_ms: number, settle: Settle): void {
     if (this.entries.length >= this.max_pending) {
-      return Promise.reject(new TempestError('ERR_MEMBERSHIP_BACKPRESSURE', `${this.entries.length} updates already wait for delivery in this shard`));
+      settle.reject(new TempestError('ERR_MEMBERSHIP_BACKPRESSURE', `${this.entries.length} updates already wait for delivery in this shard`));
+      return;
     }
-    return new Promise<DeliveredAt>((resolve, reject) => {
-      this.entries.push({ payload, resolve, reject, deadline_ms, submitted: false, submittedIn: -1 });
-    });
+    this.entries.push({ payload, settle, deadline_ms, submitted: false, submittedIn: -1 });
   }
 
   /** Updates handed to the multicast and not yet delivered. */
   get inFlight(): number {
-    let n = 0;
-    for (const o of this.entries) if (o.submitted) n++;
-    return n;
+    return this.submittedCount;
   }
 
   /**
@@ -131,20 +136,30 @@ export class Outbox {
         if (batch.length > 0 && bytes + size > batch_bytes) break;
         o.submitted = true;
         o.submittedIn = vid;
+        this.submittedCount++;
         batch.push(o);
         bytes += size;
         inFlight++;
         i++;
       }
-      sink.send(packBatch(batch.map((o) => o.payload), bytes)).catch((err: TempestError) => {
+      sink.send(packBatch(batch, bytes)).catch((err: TempestError) => {
         // The view ended before it went out: its updates go again in the next view.
         if (err.code === 'ERR_MULTICAST_WEDGED' || err.code === 'ERR_MULTICAST_CLOSED') {
-          for (const o of batch) if (o.submittedIn === vid) o.submitted = false;
+          for (const o of batch) {
+            if (o.submittedIn === vid && o.submitted) {
+              o.submitted = false;
+              this.submittedCount--;
+            }
+          }
         } else {
           for (const o of batch) {
             const at = this.entries.indexOf(o);
-            if (at >= 0) this.entries.splice(at, 1);
-            o.reject(err);
+            if (at >= 0) {
+              this.entries.splice(at, 1);
+              if (o.submitted) this.submittedCount--;
+              o.submitted = false;
+            }
+            o.settle.reject(err);
           }
         }
       });
@@ -156,29 +171,46 @@ export class Outbox {
    * sender is answered through the returned Settle. `more` is true when updates wait to be handed over.
    */
   delivered(): { settle: Settle; more: boolean } {
+    const settle = this.shiftDelivered();
+    return { settle, more: this.moreWaiting };
+  }
+
+  /** delivered() without the pair: the oldest update leaves; how to answer its sender. */
+  shiftDelivered(): Settle {
     const o = this.entries.shift();
     assert(o !== undefined && o.submitted, 'our deliveries match our sends in order');
-    return { settle: { resolve: o.resolve, reject: o.reject }, more: this.entries.length > 0 && !this.entries[this.entries.length - 1]!.submitted };
+    o.submitted = false; // gone: a late failure of its batch must not count it
+    this.submittedCount--;
+    return o.settle;
+  }
+
+  /** Updates wait to be handed over. */
+  get moreWaiting(): boolean {
+    return this.entries.length > 0 && !this.entries[this.entries.length - 1]!.submitted;
   }
 
   /** A new view: nothing still here was delivered in the old one, so all of it goes again. */
   resubmitAll(): void {
     for (const o of this.entries) o.submitted = false;
+    this.submittedCount = 0;
   }
 
   /** Rejects the updates not handed over by their deadline. */
   expire(now_ms: number, error: () => TempestError): void {
     this.entries = this.entries.filter((o) => {
       if (o.submitted || o.deadline_ms > now_ms) return true;
-      o.reject(error());
+      o.settle.reject(error());
       return false;
     });
   }
 
   /** Rejects everything: ones in flight with an unknown outcome (the others may have delivered them). */
   failAll(error: () => TempestError): void {
+    this.submittedCount = 0;
     for (const o of this.entries.splice(0)) {
-      o.reject(o.submitted ? new TempestError('ERR_MEMBERSHIP_OUTCOME_UNKNOWN', `${error().message}; this update was in flight and may have been delivered by the others`) : error());
+      const inFlight = o.submitted;
+      o.submitted = false;
+      o.settle.reject(inFlight ? new TempestError('ERR_MEMBERSHIP_OUTCOME_UNKNOWN', `${error().message}; this update was in flight and may have been delivered by the others`) : error());
     }
   }
 

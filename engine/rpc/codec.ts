@@ -342,7 +342,8 @@ export class Encoder {
     const n = Buffer.byteLength(s, 'utf8');
     this.writeVarint(n);
     this.ensure(n);
-    this.buf.write(s, this.pos, n, 'utf8');
+    // As many bytes as units: all ASCII, which latin1 writes as a plain copy (UTF-8's same bytes, faster).
+    this.buf.write(s, this.pos, n, n === units ? 'latin1' : 'utf8');
     this.pos += n;
   }
 
@@ -515,9 +516,30 @@ function withEncoder<T>(zeroCopyMin_bytes: number, fn: (enc: Encoder) => T): T {
 
 /** Encodes one value into a new Buffer of exactly its size. */
 export function encode(value: unknown, root?: string): Buffer {
-  return withEncoder(Infinity, (enc) => {
+  // Inlined withEncoder: this runs several times per replicated update.
+  if (sharedBusy) return Buffer.from(new Encoder().write(value, root).finish());
+  shared ??= new Encoder();
+  sharedBusy = true;
+  try {
+    shared.reset();
+    shared.zeroCopyMin_bytes = Infinity;
     // Buffer.from copies (from Node's pool when small); faster than allocUnsafe + copy().
-    return Buffer.from(enc.write(value, root).finish());
+    return Buffer.from(shared.write(value, root).finish());
+  } finally {
+    sharedBusy = false;
+  }
+}
+
+/**
+ * Encodes one value into a new Buffer after `prefix_bytes` bytes left for the caller to fill (a
+ * header): one allocation and one copy, where encode() and a concatenation take two of each.
+ */
+export function encodeAfter(prefix_bytes: number, value: unknown, root?: string): Buffer {
+  return withEncoder(Infinity, (enc) => {
+    const body = enc.write(value, root).finish();
+    const out = Buffer.allocUnsafe(prefix_bytes + body.length);
+    out.set(body, prefix_bytes);
+    return out;
   });
 }
 
@@ -561,6 +583,7 @@ export class Decoder {
   private readonly maxBigint_bytes: number;
   private elements = 0;
   private failed = false;
+  private views = false;
 
   constructor(buf: Buffer | Uint8Array, limits: DecodeLimits = {}) {
     this.buf = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -579,6 +602,11 @@ export class Decoder {
   /** True when every byte has been consumed. */
   get done(): boolean {
     return this.pos >= this.end;
+  }
+
+  /** True when a value read so far holds bytes: views of the input, valid only as long as it is. */
+  get producedViews(): boolean {
+    return this.views;
   }
 
   /** Reads the next value; ERR_CODEC_MALFORMED when the input is malformed, truncated or exhausted. */
@@ -715,6 +743,7 @@ export class Decoder {
         this.need(n, 'bytes');
         const view = this.buf.subarray(this.pos, this.pos + n);
         this.pos += n;
+        this.views = true;
         return view;
       }
       case T_ARRAY:
@@ -797,4 +826,16 @@ export function decode(buf: Buffer | Uint8Array, limits?: DecodeLimits): unknown
   const value = dec.readValue();
   if (!dec.done) throw malformed(`${buf.byteLength - dec.offset} trailing bytes after the value at offset ${dec.offset}`);
   return value;
+}
+
+/**
+ * decode(), for input that changes or goes away after the call (a delivery's payload): the value
+ * holds no views of `buf`. Bytes in it are views of a private copy, made only when there are
+ * some (most values are strings and numbers, which never refer to the input).
+ */
+export function decodeDetached(buf: Buffer | Uint8Array, limits?: DecodeLimits): unknown {
+  const dec = new Decoder(buf, limits);
+  const value = dec.readValue();
+  if (!dec.done) throw malformed(`${buf.byteLength - dec.offset} trailing bytes after the value at offset ${dec.offset}`);
+  return dec.producedViews ? decode(Buffer.from(buf), limits) : value;
 }

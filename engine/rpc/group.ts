@@ -23,12 +23,12 @@ import { HybridClock } from '../persistence/hlc.js';
 import type { AllocationPolicy } from '../subgroups/allocation.js';
 import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { CALL_HEADER_BYTES, NO_ORIGIN, readCallHeader, writeCallHeader } from './call-header.js';
-import { decode, encode } from './codec.js';
+import { CALL_HEADER_BYTES, NO_ORIGIN, readCallHeader, readU64, writeCallHeader, writeU64 } from './call-header.js';
+import { decode, decodeDetached, encode, encodeAfter } from './codec.js';
 import type { RemoteError } from './errors.js';
 import { type ClusterInfo, KIND_CLUSTER, KIND_EXTERNAL_ORDERED, KIND_EXTERNAL_P2P, KIND_ORDERED_REPLIES, KIND_P2P_CALL, PUSH_VIEW } from './protocol.js';
 import { QueryResults } from './query-results.js';
-import { existingReplicas, isDurableType, type PersistenceSettings, Replica } from './replica.js';
+import { decodeOutcome, existingReplicas, isDurableType, type PersistenceSettings, Replica } from './replica.js';
 import type { MethodArgs, MethodNames, MethodResult, ReplicatedType } from './replicated-type.js';
 import { WireClient, type WireRequest, WireServer, type WireServerConnection } from './wire.js';
 
@@ -63,10 +63,26 @@ interface Hosted {
   flushing: boolean;
 }
 
-interface PendingCall {
-  results: QueryResults<unknown>;
-  /** Replies not in by then fail with ERR_RPC_TIMEOUT (a lost reply never pins memory). */
-  deadline_ms: number;
+/** An ordered call of ours: its results, and how the member acknowledges it (no promise per call). */
+class PendingCall {
+  constructor(
+    private readonly pending: Map<bigint, PendingCall>,
+    private readonly request: bigint,
+    readonly results: QueryResults<unknown>,
+    /** Replies not in by then fail with ERR_RPC_TIMEOUT (a lost reply never pins memory). */
+    readonly deadline_ms: number,
+  ) {}
+
+  /** Acknowledged: delivered, and in a durable subgroup persisted by every shard member. */
+  resolve(): void {
+    this.results.resolve();
+  }
+
+  /** Never acknowledged (refused, timed out, the member left): the call fails as a whole. */
+  reject(err: Error): void {
+    this.pending.delete(this.request);
+    this.results.reject(err);
+  }
 }
 
 const DEFAULT_SEND_TIMEOUT_MS = 30_000;
@@ -77,6 +93,54 @@ const FRAMING_MARGIN_BYTES = 4096;
 
 function hostedKey(type: string, subgroupIndex: number, shard: number): string {
   return `${type}#${subgroupIndex}/${shard}`;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * KIND_ORDERED_REPLIES bodies: replies of one member to ordered calls of the origin, one after
+ * another, each (little-endian)
+ *
+ *   u64 request   the origin's request number      u32 member    who replies
+ *   u32 length    of the outcome                   u64 version   where the call was delivered
+ *   outcome       the codec-encoded [ok, value or ErrorRecord] (replica.ts)
+ *
+ * Binary, not codec-encoded: there is one per update and member, and the codec writes bigints as
+ * hex text.
+ */
+const REPLY_HEADER_BYTES = 24;
+
+function encodeReplies(list: readonly QueuedReply[], from: number, to: number, member: number): Buffer {
+  let bytes = 0;
+  for (let i = from; i < to; i++) bytes += REPLY_HEADER_BYTES + list[i]!.outcome.length;
+  const out = Buffer.allocUnsafe(bytes);
+  let at = 0;
+  for (let i = from; i < to; i++) {
+    const r = list[i]!;
+    writeU64(out, at, r.request);
+    out.writeUInt32LE(member, at + 8);
+    out.writeUInt32LE(r.outcome.length, at + 12);
+    writeU64(out, at + 16, r.version);
+    out.set(r.outcome, at + REPLY_HEADER_BYTES);
+    at += REPLY_HEADER_BYTES + r.outcome.length;
+  }
+  return out;
+}
+
+/** Calls `fn` per reply of a KIND_ORDERED_REPLIES body (outcomes are views of it); checks the whole body first. */
+function forEachReply(body: Buffer, fn: (request: bigint, member: number, outcome: Buffer) => void): void {
+  let at = 0;
+  while (at < body.length) {
+    if (body.length - at < REPLY_HEADER_BYTES || body.length - at - REPLY_HEADER_BYTES < body.readUInt32LE(at + 12)) {
+      throw new TempestError('ERR_RPC_MALFORMED', `a list of replies of ${body.length} bytes is malformed at offset ${at}`);
+    }
+    at += REPLY_HEADER_BYTES + body.readUInt32LE(at + 12);
+  }
+  for (at = 0; at < body.length; ) {
+    const length = body.readUInt32LE(at + 12);
+    fn(readU64(body, at), body.readUInt32LE(at + 8), body.subarray(at + REPLY_HEADER_BYTES, at + REPLY_HEADER_BYTES + length));
+    at += REPLY_HEADER_BYTES + length;
+  }
 }
 
 export class Group {
@@ -221,22 +285,32 @@ export class Group {
   orderedCall(type: ReplicatedType, index: number, method: string, args: unknown[], client = 0n, seq = 0n): QueryResults<unknown> {
     const m = type.ordered.indexOf(method as never);
     if (m < 0) throw new TempestError('ERR_RPC_UNKNOWN_METHOD', `${type.name}.${method} is not an ordered method`);
-    const argBytes = encode(args, 'args');
-    const payload = Buffer.allocUnsafe(CALL_HEADER_BYTES + argBytes.length);
+    const payload = encodeAfter(CALL_HEADER_BYTES, args, 'args');
     const request = this.nextRequest++;
     writeCallHeader(payload, { method: m, origin: this.myId, hlc: this.clock.now(), request, client, seq });
-    argBytes.copy(payload, CALL_HEADER_BYTES);
-    const results = new QueryResults<unknown>(this.member.send(type.name, index, payload));
-    this.pending.set(request, { results, deadline_ms: Date.now() + (this.opts.send_timeout_ms ?? DEFAULT_SEND_TIMEOUT_MS) * 2 });
-    results.delivered.catch(() => this.pending.delete(request));
+    const member = this.member;
+    const results = new QueryResults<unknown>();
+    const call = new PendingCall(this.pending, request, results, Date.now() + (this.opts.send_timeout_ms ?? DEFAULT_SEND_TIMEOUT_MS) * 2);
+    this.pending.set(request, call);
+    member.sendSettled(type.name, index, payload, call);
     return results;
   }
 
   private handlersFor(type: ReplicatedType): SubgroupHandlers {
     const group = () => this;
+    // The replica the last delivery went to: a shard's deliveries come in long runs.
+    let last: Hosted | undefined;
     return {
       durable: isDurableType(type),
-      deliver: (m) => this.deliver(type, m),
+      deliver: (m) => {
+        let h = last;
+        if (h === undefined || h.replica.subgroupIndex !== m.subgroupIndex || h.replica.shard !== m.shard || this.closed) {
+          h = this.hosted.get(hostedKey(type.name, m.subgroupIndex, m.shard));
+          if (h === undefined) throw new TempestError('ERR_RPC_NO_REPLICA', `a delivery for ${type.name}[${m.subgroupIndex}] shard ${m.shard}, which has no replica here`);
+          last = h;
+        }
+        this.deliver(type, m, h);
+      },
       prepare: async (idx, shard) => {
         await this.open(type, idx, shard);
       },
@@ -277,12 +351,10 @@ export class Group {
     return p;
   }
 
-  private deliver(type: ReplicatedType, m: Delivery): void {
-    const h = this.hosted.get(hostedKey(type.name, m.subgroupIndex, m.shard));
-    if (h === undefined) throw new TempestError('ERR_RPC_NO_REPLICA', `a delivery for ${type.name}[${m.subgroupIndex}] shard ${m.shard}, which has no replica here`);
+  private deliver(type: ReplicatedType, m: Delivery, h: Hosted): void {
     const rep = h.replica;
-    // Decoded Buffers are views of the payload, valid only during this call: keep a copy.
-    const payload = Buffer.from(m.payload);
+    // Valid only during this call: the arguments are decoded detached from it (decodeDetached).
+    const payload = m.payload;
     const header = readCallHeader(payload);
     const version = (BigInt(m.vid) << 32n) | BigInt(m.index);
     const timestamp = header.hlc > rep.lastTimestamp ? header.hlc : rep.lastTimestamp + 1n;
@@ -295,7 +367,7 @@ export class Group {
     } else {
       let args: unknown[];
       try {
-        args = decode(payload.subarray(CALL_HEADER_BYTES)) as unknown[];
+        args = decodeDetached(payload.subarray(CALL_HEADER_BYTES)) as unknown[];
         if (!Array.isArray(args)) throw new TempestError('ERR_RPC_MALFORMED', 'arguments are not a list');
         outcome = rep.apply(header, method, args, version, timestamp);
       } catch (err) {
@@ -304,7 +376,7 @@ export class Group {
     }
     if (header.origin === this.memberOrNull?.self.id) {
       const p = this.pending.get(header.request);
-      p?.results.setDelivered(version, this.member.myShard(type.name, m.subgroupIndex)?.members ?? []);
+      p?.results.setDelivered(version, m.members);
     }
     if (header.origin !== NO_ORIGIN) h.replies.push({ version, origin: header.origin, request: header.request, outcome });
     this.scheduleFlush(type, m.subgroupIndex, m.shard, h);
@@ -346,15 +418,16 @@ export class Group {
     let n = 0;
     while (n < h.replies.length && h.replies[n]!.version <= upto) n++;
     if (n === 0) return;
-    const byOrigin = new Map<number, [bigint, number, bigint, Buffer][]>();
+    const byOrigin = new Map<number, QueuedReply[]>();
+    const me = this.myId;
     for (const r of h.replies.splice(0, n)) {
-      if (r.origin === this.myId) {
-        this.onReply(r.request, this.myId, r.outcome);
+      if (r.origin === me) {
+        this.onReply(r.request, me, r.outcome);
         continue;
       }
       let list = byOrigin.get(r.origin);
       if (list === undefined) byOrigin.set(r.origin, (list = []));
-      list.push([r.request, this.myId, r.version, r.outcome]);
+      list.push(r);
     }
     // Batches stay under the request limit (each outcome is at most max_p2p_reply_payload_size).
     const budget = this.opts.config.DERECHO.max_p2p_request_payload_size;
@@ -363,11 +436,11 @@ export class Group {
       while (from < list.length) {
         let to = from;
         let bytes = 0;
-        while (to < list.length && (to === from || bytes + list[to]![3].length + 48 <= budget)) bytes += list[to++]![3].length + 48;
-        const batch = list.slice(from, to);
+        while (to < list.length && (to === from || bytes + list[to]!.outcome.length + 48 <= budget)) bytes += list[to++]!.outcome.length + 48;
+        const body = encodeReplies(list, from, to, me);
         from = to;
         this.peer(origin)
-          .then((c) => c.request(KIND_ORDERED_REPLIES, encode(batch), this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS))
+          .then((c) => c.request(KIND_ORDERED_REPLIES, body, this.opts.p2p_timeout_ms ?? DEFAULT_P2P_TIMEOUT_MS))
           .catch((err: Error) => this.log.debug({ origin, err: err.message }, 'replies not delivered (the origin may have failed)'));
       }
     }
@@ -376,7 +449,7 @@ export class Group {
   private onReply(request: bigint, member: number, outcome: Buffer): void {
     const p = this.pending.get(request);
     if (p === undefined) return;
-    const [ok, value] = decode(outcome) as [boolean, unknown];
+    const [ok, value] = decodeOutcome(outcome);
     p.results.reply(member, ok, value);
     if (p.results.done) this.pending.delete(request);
   }
@@ -454,9 +527,8 @@ export class Group {
   private async onRequest(req: WireRequest): Promise<Buffer> {
     switch (req.kind) {
       case KIND_ORDERED_REPLIES: {
-        const list = decode(req.body) as [bigint, number, bigint, Buffer][];
-        for (const [request, member, , outcome] of list) this.onReply(request, member, outcome);
-        return Buffer.alloc(0);
+        forEachReply(req.body, (request, member, outcome) => this.onReply(request, member, outcome));
+        return EMPTY;
       }
       case KIND_P2P_CALL: {
         this.checkRequestSize(req.body);

@@ -45,6 +45,30 @@ export interface CallOutcome {
   value: unknown;
 }
 
+/**
+ * Outcomes of methods that return nothing or a constant, encoded once: most updates (Cache.put)
+ * return undefined, and every replica encodes an outcome per update. Never written to (they are
+ * shared by the dedup table and the reply queues).
+ */
+const OK_UNDEFINED = encode([true, undefined]);
+const OK_NULL = encode([true, null]);
+const OK_TRUE = encode([true, true]);
+const OK_FALSE = encode([true, false]);
+
+function constantOutcome(value: unknown): Buffer | undefined {
+  if (value === undefined) return OK_UNDEFINED;
+  if (value === null) return OK_NULL;
+  if (value === true) return OK_TRUE;
+  if (value === false) return OK_FALSE;
+  return undefined;
+}
+
+/** An encoded outcome as [ok, value or ErrorRecord]; the common `[true, undefined]` without a decode. */
+export function decodeOutcome(outcome: Buffer): [boolean, unknown] {
+  if (outcome.length === OK_UNDEFINED.length && outcome[0] === OK_UNDEFINED[0] && outcome[1] === OK_UNDEFINED[1] && outcome[2] === OK_UNDEFINED[2]) return [true, undefined];
+  return decode(outcome) as [boolean, unknown];
+}
+
 export function replicaDirName(type: string, subgroupIndex: number, shard: number): string {
   return `${type}.${subgroupIndex}.${shard}`;
 }
@@ -193,7 +217,7 @@ export class Replica {
         value.catch(() => {});
         throw new TempestError('ERR_RPC_ORDERED_ASYNC', `ordered method ${this.type.name}.${methodName} returned a promise; ordered methods must be synchronous`);
       }
-      const out = encode([true, value], 'result');
+      const out = constantOutcome(value) ?? encode([true, value], 'result');
       if (out.length > this.max_reply_bytes) {
         throw new TempestError('ERR_RPC_REPLY_TOO_LARGE', `${this.type.name}.${methodName} returned ${out.length} bytes, over [DERECHO] max_p2p_reply_payload_size (${this.max_reply_bytes} bytes); the call was applied`);
       }

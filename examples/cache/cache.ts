@@ -23,7 +23,7 @@ class MapChanges implements DeltaSupport<Map<string, string>> {
 
   takeDelta(): Buffer | null {
     if (this.pending.length === 0) return null;
-    const delta = encode(this.pending);
+    const delta = encodeAsciiChanges(this.pending) ?? encode(this.pending);
     this.pending = [];
     return delta;
   }
@@ -35,6 +35,56 @@ class MapChanges implements DeltaSupport<Map<string, string>> {
     }
     return map;
   }
+}
+
+/**
+ * encode(changes) for the common delta (a few changes, ASCII keys and values), written straight
+ * into a Buffer of its exact size: every replica logs one per put, and encode() would write the
+ * value into its scratch buffer and copy it out again. Byte for byte what encode() gives (codec.ts:
+ * fixarray of fixarray pairs; strings as fixstr up to 10 units, else tag 0x08, varint length,
+ * bytes; null 0x01); null when the changes are not of that kind.
+ */
+function encodeAsciiChanges(changes: readonly [string, string | null][]): Buffer | null {
+  if (changes.length > 15) return null;
+  let bytes = 1;
+  for (const [k, v] of changes) {
+    const kb = asciiStringBytes(k);
+    const vb = v === null ? 1 : asciiStringBytes(v);
+    if (kb < 0 || vb < 0) return null;
+    bytes += 1 + kb + vb;
+  }
+  const out = Buffer.allocUnsafe(bytes);
+  out[0] = 0x40 + changes.length;
+  let at = 1;
+  for (const [k, v] of changes) {
+    out[at++] = 0x42;
+    at = writeAsciiString(out, at, k);
+    if (v === null) out[at++] = 0x01;
+    else at = writeAsciiString(out, at, v);
+  }
+  return out;
+}
+
+/** Encoded size of an ASCII string (-1: not ASCII). */
+function asciiStringBytes(s: string): number {
+  const n = s.length;
+  if (Buffer.byteLength(s, 'utf8') !== n) return -1;
+  if (n <= 10) return 1 + n;
+  let len = 1;
+  for (let v = n; v >= 0x80; v = Math.floor(v / 0x80)) len++;
+  return 1 + len + n;
+}
+
+function writeAsciiString(out: Buffer, at: number, s: string): number {
+  const n = s.length;
+  if (n <= 10) out[at++] = 0x20 + n;
+  else {
+    out[at++] = 0x08;
+    let v = n;
+    for (; v >= 0x80; v = Math.floor(v / 0x80)) out[at++] = (v % 0x80) | 0x80;
+    out[at++] = v;
+  }
+  return at + out.write(s, at, n, 'latin1');
 }
 
 const mapCodec = {
