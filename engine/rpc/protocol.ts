@@ -5,7 +5,7 @@
 
 /** [type, subgroupIndex, method, args] -> result. A p2p (read-only) call on the replica held here. */
 export const KIND_P2P_CALL = 1;
-/** [[request, member, version, ok, value], ...] -> nothing. Replies of members to an ordered call's origin. */
+/** Binary reply batch (see encodeReplies in group.ts: per reply a 24-byte header, then the codec outcome) -> nothing. Replies of members to an ordered call's origin. */
 export const KIND_ORDERED_REPLIES = 2;
 /** [type, subgroupIndex, shard, method, args, client, seq] -> {version, replies}. An external client's ordered call, relayed. */
 export const KIND_EXTERNAL_ORDERED = 3;
