@@ -791,22 +791,7 @@ export class LogStore implements Log {
     const removed = this.segments.splice(pos + 1);
     const seg = this.segments[pos]!;
     try {
-      for (const r of removed.reverse()) {
-        this.fds.retire(r);
-        await fs.promises.unlink(r.path).catch((err: unknown) => {
-          if (io.errnoCode(err) !== 'ENOENT') throw err;
-        });
-      }
-      const fd = await this.fds.acquire(seg);
-      try {
-        await io.ftruncate(fd, endBytes);
-        if (this.durable) await io.fdatasync(fd);
-      } finally {
-        this.fds.release(seg);
-      }
-      if (this.durable) await io.fsyncDir(this.dir);
-    } catch (err) {
-      throw ioError(`log ${this.dir}: truncation failed (reopen the log to repair it)`, err);
+      await this.cutDurably(removed, null, seg, endBytes, null);
     } finally {
       seg.written_bytes = seg.end_bytes = endBytes;
       seg.end_index = newNext;
@@ -827,6 +812,34 @@ export class LogStore implements Log {
     this.log.info({ dir: this.dir, after_version: v.toString(), cut_bytes: cutBytes, next_index: newNext }, 'log truncated');
   }
 
+  /**
+   * The durable part of a truncation: deletes the `removed` segments (newest first; `keep` stays on
+   * disk under a new Segment), then cuts `seg` to `end_bytes`, after writing `header` at its start
+   * when given, and syncs the file and the directory.
+   */
+  private async cutDurably(removed: Segment[], keep: Segment | null, seg: Segment, end_bytes: number, header: Buffer | null): Promise<void> {
+    try {
+      for (const r of removed.reverse()) {
+        this.fds.retire(r);
+        if (r === keep) continue;
+        await fs.promises.unlink(r.path).catch((err: unknown) => {
+          if (io.errnoCode(err) !== 'ENOENT') throw err;
+        });
+      }
+      const fd = await this.fds.acquire(seg);
+      try {
+        if (header !== null) await io.pwriteAll(fd, header, 0, header.length, 0);
+        await io.ftruncate(fd, end_bytes);
+        if (this.durable) await io.fdatasync(fd);
+      } finally {
+        this.fds.release(seg);
+      }
+      if (this.durable) await io.fsyncDir(this.dir);
+    } catch (err) {
+      throw ioError(`log ${this.dir}: truncation failed (reopen the log to repair it)`, err);
+    }
+  }
+
   /** truncateAfter(v) for v older than the trimmed history: the log restarts empty, after version v. */
   private async truncateAll(v: Version): Promise<void> {
     const head = this.segments[0]!;
@@ -834,29 +847,11 @@ export class LogStore implements Log {
     this.generation++;
     const removed = this.segments.splice(0);
     const fresh = new Segment(this.dir, first, v, 0n, true);
+    // The first segment keeps its name; its header is rewritten (one sector) and the rest cut.
+    const hdr = Buffer.alloc(SEGMENT_HEADER_BYTES);
+    writeSegmentHeader(hdr, 0, { first_index: first, prev_version: v, prev_timestamp: 0n });
     try {
-      for (const r of removed.reverse()) {
-        this.fds.retire(r);
-        if (r !== head) {
-          await fs.promises.unlink(r.path).catch((err: unknown) => {
-            if (io.errnoCode(err) !== 'ENOENT') throw err;
-          });
-        }
-      }
-      // The first segment keeps its name; its header is rewritten (one sector) and the rest cut.
-      const hdr = Buffer.alloc(SEGMENT_HEADER_BYTES);
-      writeSegmentHeader(hdr, 0, { first_index: first, prev_version: v, prev_timestamp: 0n });
-      const fd = await this.fds.acquire(fresh);
-      try {
-        await io.pwriteAll(fd, hdr, 0, SEGMENT_HEADER_BYTES, 0);
-        await io.ftruncate(fd, SEGMENT_HEADER_BYTES);
-        if (this.durable) await io.fdatasync(fd);
-      } finally {
-        this.fds.release(fresh);
-      }
-      if (this.durable) await io.fsyncDir(this.dir);
-    } catch (err) {
-      throw ioError(`log ${this.dir}: truncation failed (reopen the log to repair it)`, err);
+      await this.cutDurably(removed, head, fresh, SEGMENT_HEADER_BYTES, hdr);
     } finally {
       fresh.written_bytes = fresh.end_bytes = SEGMENT_HEADER_BYTES;
       fresh.end_index = first;

@@ -297,7 +297,6 @@ export class Group {
   }
 
   private handlersFor(type: ReplicatedType): SubgroupHandlers {
-    const group = () => this;
     // The replica the last delivery went to: a shard's deliveries come in long runs.
     let last: Hosted | undefined;
     return {
@@ -320,15 +319,11 @@ export class Group {
         return h.replica.capture();
       },
       setState: async (idx, shard, state) => {
-        const g = group();
-        const h = await g.open(type, idx, shard);
+        const h = await this.open(type, idx, shard);
         await h.replica.install(state);
-        g.memberOrNull?.reportPersisted(type.name, idx, shard, h.replica.persistedVersion);
+        this.memberOrNull?.reportPersisted(type.name, idx, shard, h.replica.persistedVersion);
       },
-      localVersion: (idx, shard) => {
-        const g = group();
-        return g.hosted.get(hostedKey(type.name, idx, shard))?.replica.localVersion ?? -1n;
-      },
+      localVersion: (idx, shard) => this.hosted.get(hostedKey(type.name, idx, shard))?.replica.localVersion ?? -1n,
     };
   }
 
