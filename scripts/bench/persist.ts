@@ -13,7 +13,13 @@
  * flushes once per event-loop turn (group commit: one write and one fdatasync for everything
  * delivered since the last flush); replies and the persisted version go out after that flush.
  *
- *   npm run bench:persist [-- --concurrency=1,256 --count=12000 --duration-ms=5000]
+ *   npm run bench:persist [-- --concurrency=1,256 --warmup-ms=2000 --duration-ms=5000 --set=SECTION/key=value ...]
+ *
+ * Both systems run the same closed loop per concurrency: warmup_ms of load that is not measured
+ * (JIT compilation, caches, file growth), then duration_ms measured with the load still running.
+ * --set passes Tempest configuration to the members (e.g. --set=DERECHO/max_smc_payload_size=65536);
+ * --members=1 runs one Tempest member alone (no replication, no network): the ceiling of one
+ * member's event loop on this machine, beside the same 3-member etcd.
  *
  * Ratios (last line, JSON) are at the highest concurrency: rate_vs_etcd (ours / etcd's) and
  * p50_vs_etcd (ours / etcd's); p50_c1_vs_etcd compares one update at a time.
@@ -33,18 +39,30 @@ const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../lib/cache-proc
 const { values } = parseArgs({
   options: {
     concurrency: { type: 'string', default: '1,256' },
-    count: { type: 'string', default: '12000' },
+    'warmup-ms': { type: 'string', default: '2000' },
     'duration-ms': { type: 'string', default: '5000' },
+    /** Tempest configuration for the members, as SECTION/key=value (repeatable). */
+    set: { type: 'string', multiple: true, default: [] },
+    /** Tempest members (3; 1 gives the ceiling of one member with no replication at all). */
+    members: { type: 'string', default: '3' },
   },
 });
 const concurrencies = values.concurrency!.split(',').map(Number);
-const COUNT = Number(values.count);
+const WARMUP_MS = Number(values['warmup-ms']);
 const DURATION_MS = Number(values['duration-ms']);
-if (concurrencies.some((c) => !Number.isInteger(c) || c < 1) || !Number.isInteger(COUNT) || COUNT < 100 || !Number.isInteger(DURATION_MS) || DURATION_MS < 500) {
-  process.stderr.write('usage: npm run bench:persist [-- --concurrency=1,256 --count=N (>=100) --duration-ms=MS (>=500)]\n');
+const OVERRIDES = values.set!.map((kv) => `--${kv}`);
+const MEMBERS = Number(values.members);
+if (MEMBERS !== 1 && MEMBERS !== 3) {
+  process.stderr.write('bench:persist: --members is 3 (the comparison) or 1 (one member alone, no replication)\n');
+  process.exit(2);
+}
+if (concurrencies.some((c) => !Number.isInteger(c) || c < 1) || !Number.isInteger(WARMUP_MS) || WARMUP_MS < 0 || !Number.isInteger(DURATION_MS) || DURATION_MS < 500) {
+  process.stderr.write('usage: npm run bench:persist [-- --concurrency=1,256 --warmup-ms=MS (>=0) --duration-ms=MS (>=500) --set=SECTION/key=value ...]\n');
   process.exit(2);
 }
 const VALUE_BYTES = 1024;
+/** A cap on one sender's puts in a timed run (far above what the machine does in duration_ms). */
+const MAX_PUTS_PER_SENDER = 1_000_000;
 const progress = (s: string) => process.stderr.write(`bench:persist  ${s}\n`);
 const round = (x: number, d = 2) => Number(x.toFixed(d));
 
@@ -58,8 +76,9 @@ interface Point {
 
 async function tempest(root: string): Promise<{ points: (Point & { p50_delivered_ms: number; p50_acknowledged_ms: number })[] }> {
   const ports = await freePorts(12);
-  const members: MemberInfo[] = [0, 1, 2].map((i) => ({ id: i, ip: '127.0.0.1', gms_port: ports[4 * i]!, fabric_port: ports[4 * i + 1]!, state_transfer_port: ports[4 * i + 2]!, external_port: ports[4 * i + 3]! }));
-  const procs = members.map((m) => Child.start(FIXTURE, { self: m, leader: members[0]!, data_dir: join(root, `node${m.id}`) } satisfies CacheProcessArgs, { TEMPEST_LOG_LEVEL: 'warn' }));
+  const ids = Array.from({ length: MEMBERS }, (_, i) => i);
+  const members: MemberInfo[] = ids.map((i) => ({ id: i, ip: '127.0.0.1', gms_port: ports[4 * i]!, fabric_port: ports[4 * i + 1]!, state_transfer_port: ports[4 * i + 2]!, external_port: ports[4 * i + 3]! }));
+  const procs = members.map((m) => Child.start(FIXTURE, { self: m, leader: members[0]!, data_dir: join(root, `node${m.id}`), overrides: OVERRIDES } satisfies CacheProcessArgs, { TEMPEST_LOG_LEVEL: 'warn' }));
   const ask = (i: number, cmd: object, type: string, timeout_ms: number): Promise<Msg> => {
     const c = procs[i]!;
     const seen = c.inbox.length;
@@ -71,17 +90,19 @@ async function tempest(root: string): Promise<{ points: (Point & { p50_delivered
   };
   try {
     await Promise.all(procs.map((c) => c.waitType('ready', 60_000)));
-    await Promise.all(procs.map((c) => c.waitFor((m) => (m.type === 'view' || m.type === 'ready') && (m.view as { members: unknown[] } | null)?.members.length === 3, 60_000, 'a view of 3')));
-    progress('tempest: 3 members up; warming up');
-    await Promise.all([0, 1, 2].map((i) => ask(i, { cmd: 'puts', count: 600, prefix: `w${i}-`, concurrency: 16, value_bytes: VALUE_BYTES }, 'puts-done', 120_000)));
+    await Promise.all(procs.map((c) => c.waitFor((m) => (m.type === 'view' || m.type === 'ready') && (m.view as { members: unknown[] } | null)?.members.length === MEMBERS, 60_000, `a view of ${MEMBERS}`)));
+    progress(`tempest: ${MEMBERS} member(s) up; warming up`);
+    await Promise.all(ids.map((i) => ask(i, { cmd: 'puts', count: 600, prefix: `w${i}-`, concurrency: 16, value_bytes: VALUE_BYTES }, 'puts-done', 120_000)));
     const points = [];
     for (const c of concurrencies) {
       // Spread over the 3 senders; one update at a time uses one sender.
-      const per = [0, 1, 2].map((i) => Math.floor(c / 3) + (i < c % 3 ? 1 : 0)).filter((x) => x > 0);
-      const count = c === 1 ? Math.max(100, Math.floor(COUNT / 10)) : COUNT;
-      const t0 = performance.now();
-      const done = await Promise.all(per.map((cc, i) => ask(i, { cmd: 'puts', count: Math.ceil((count * cc) / c), prefix: `c${c}-${i}-`, concurrency: cc, value_bytes: VALUE_BYTES, return_latencies: true }, 'puts-done', 600_000)));
-      const seconds = (performance.now() - t0) / 1000;
+      const per = ids.map((i) => Math.floor(c / MEMBERS) + (i < c % MEMBERS ? 1 : 0)).filter((x) => x > 0);
+      const done = await Promise.all(
+        per.map((cc, i) =>
+          ask(i, { cmd: 'puts', count: MAX_PUTS_PER_SENDER, prefix: `c${c}-${i}-`, concurrency: cc, value_bytes: VALUE_BYTES, return_latencies: true, warmup_ms: WARMUP_MS, duration_ms: DURATION_MS }, 'puts-done', WARMUP_MS + DURATION_MS + 120_000),
+        ),
+      );
+      const seconds = DURATION_MS / 1000;
       const lat = new Float64Array(done.flatMap((d) => d.latencies_ms as number[])).sort();
       const ops = done.reduce((a, d) => a + (d.acked as number), 0);
       const failed = done.reduce((a, d) => a + (d.failed as number), 0);
@@ -110,7 +131,7 @@ async function etcd(root: string): Promise<{ points: Point[]; version: string | 
   try {
     const points: Point[] = [];
     for (const c of concurrencies) {
-      const r = await runEtcdPutLoad({ endpoints: cluster.endpoints, value_bytes: VALUE_BYTES, concurrency: c, warmup_ms: 1000, duration_ms: DURATION_MS, pids: cluster.pids });
+      const r = await runEtcdPutLoad({ endpoints: cluster.endpoints, value_bytes: VALUE_BYTES, concurrency: c, warmup_ms: WARMUP_MS, duration_ms: DURATION_MS, pids: cluster.pids });
       if (r.errors > 0) progress(`etcd: ${r.errors} puts failed (${r.first_error})`);
       progress(`etcd:    concurrency ${c}: ${Math.round(r.rate_per_s)} puts/s, p50 ${r.p50_ms.toFixed(2)} ms, p99 ${r.p99_ms.toFixed(2)} ms (other load on the machine: ${r.cpu_cores.other.toFixed(2)} cores)`);
       points.push({ concurrency: c, ops: r.ops, rate_per_s: r.rate_per_s, p50_ms: r.p50_ms, p99_ms: r.p99_ms });
@@ -139,10 +160,11 @@ try {
   }
   const summary = {
     bench: 'persist',
-    members: 3,
+    members: MEMBERS,
     value_bytes: VALUE_BYTES,
     durability: 'tempest: fdatasync on every member before acknowledging (group commit per event-loop turn); etcd: WAL fsync on a majority',
     etcd_version: theirs.version,
+    tempest_config: OVERRIDES.map((o) => o.slice(2)),
     tempest: ours.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), p50_delivered_ms: round(p.p50_delivered_ms), p50_acknowledged_ms: round(p.p50_acknowledged_ms) })),
     etcd: theirs.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms) })),
     ratios: {

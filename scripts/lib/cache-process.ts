@@ -2,7 +2,9 @@
  * One real member hosting the example Cache (examples/cache), for the replicated-object tests and
  * bench:persist. argv[2] is a JSON CacheProcessArgs. IPC commands:
  *   puts      {count, prefix, concurrency, value_bytes}: ordered puts from this member; reports
- *             acknowledged count, reply counts per call, latencies and the rate
+ *             acknowledged count, reply counts per call, latencies and the rate. Timed instead
+ *             with {warmup_ms, duration_ms} (count is then a cap): a closed loop for warmup_ms +
+ *             duration_ms, measuring only puts acknowledged in the last duration_ms (steady state)
  *   traffic   {on, concurrency, value_bytes}: endless unique puts; acknowledged keys are reported
  *             in batches (`acks`) so a crash test knows what must survive
  *   put-one   {key, value, method?}: one ordered put (or append); reports its version and the wall clock around it
@@ -73,7 +75,16 @@ function percentile(sorted: Float64Array, p: number): number {
 /** Puts whose delivery and acknowledgement times are sampled (1 in SAMPLE_EVERY): each costs promises. */
 const SAMPLE_EVERY = 8;
 
-async function puts(m: { count: number; prefix: string; concurrency: number; value_bytes: number; return_latencies?: boolean; acknowledged_only?: boolean }): Promise<void> {
+async function puts(m: {
+  count: number;
+  prefix: string;
+  concurrency: number;
+  value_bytes: number;
+  return_latencies?: boolean;
+  acknowledged_only?: boolean;
+  warmup_ms?: number;
+  duration_ms?: number;
+}): Promise<void> {
   const lat = new Float64Array(m.count);
   // Where the time goes, on a sample of the puts: own delivery (stable at every member),
   // acknowledgement (persisted by every member, in a durable subgroup), every reply in.
@@ -84,8 +95,13 @@ async function puts(m: { count: number; prefix: string; concurrency: number; val
   let acked = 0;
   const failures: string[] = [];
   const t0 = performance.now();
+  // Timed: the loop runs until `end`; what counts is acknowledged in [measureFrom, end].
+  const timed = m.duration_ms !== undefined;
+  const measureFrom = t0 + (m.warmup_ms ?? 0);
+  const end = timed ? measureFrom + m.duration_ms! : Infinity;
+  let measured = 0;
   const worker = async () => {
-    while (next < m.count) {
+    while (next < m.count && performance.now() < end) {
       const i = next++;
       const key = m.prefix + i;
       const value = (key + ':').padEnd(m.value_bytes, 'x');
@@ -105,6 +121,11 @@ async function puts(m: { count: number; prefix: string; concurrency: number; val
           replyCounts[r.size] = (replyCounts[r.size] ?? 0) + 1;
         }
         acked++;
+        if (timed) {
+          const now = performance.now();
+          if (now < measureFrom || now > end) lat[i] = NaN; // outside the measured window
+          else measured++;
+        }
       } catch (err) {
         lat[i] = NaN;
         if (failures.length < 5) failures.push(`${(err as { code?: string }).code}: ${(err as Error).message}`);
@@ -112,16 +133,16 @@ async function puts(m: { count: number; prefix: string; concurrency: number; val
     }
   };
   await Promise.all(Array.from({ length: m.concurrency }, worker));
-  const seconds = (performance.now() - t0) / 1000;
-  const ok = lat.filter((x) => !Number.isNaN(x)).sort();
+  const seconds = timed ? m.duration_ms! / 1000 : (performance.now() - t0) / 1000;
+  const ok = lat.subarray(0, next).filter((x) => !Number.isNaN(x)).sort();
   report({
     type: 'puts-done',
-    acked,
-    failed: m.count - acked,
+    acked: timed ? measured : acked,
+    failed: next - acked,
     failures,
     replyCounts,
     seconds,
-    rate_per_s: acked / seconds,
+    rate_per_s: (timed ? measured : acked) / seconds,
     p50_ms: percentile(ok, 0.5),
     p99_ms: percentile(ok, 0.99),
     p50_delivered_ms: percentile(deliveredAt.filter((x) => x > 0).sort(), 0.5),
