@@ -2,9 +2,16 @@
  * Total restart under durable traffic (issue 5): 20 rounds of SIGKILL of every member at seeded
  * random points while all three send 1 KiB puts; after each restart every acknowledged update is
  * present, the members' logs are identical entry for entry, and no entry is torn (every log
- * replays from its checksummed entries, or the member would not start).
+ * replays from its checksummed entries, or the member would not start). And an external client's
+ * calls across a total restart: each applied once (the replicas' client table is logged too).
  */
 import test from 'ava';
+import { decode, encode } from '../engine/rpc/codec.js';
+import { ExternalClient } from '../engine/rpc/external-client.js';
+import { KIND_EXTERNAL_ORDERED } from '../engine/rpc/protocol.js';
+import { WireClient } from '../engine/rpc/wire.js';
+import { layerLogger } from '../engine/util/log.js';
+import { CacheType } from '../examples/cache/cache.js';
 import { prng } from '../scripts/lib/prng.js';
 import { CacheCluster } from './helpers/cache.js';
 
@@ -50,6 +57,55 @@ test(`${ROUNDS} rounds of SIGKILL of all members during durable traffic: nothing
       if (missing.length > 0) break;
     }
   } finally {
+    await cluster.cleanup();
+  }
+});
+
+test('an external client retrying across a total restart has each call applied once', async (t) => {
+  t.timeout(240_000);
+  const cluster = await CacheCluster.create(3);
+  const log = layerLogger('test');
+  let client: ExternalClient | null = null;
+  const raw: WireClient[] = [];
+  try {
+    await cluster.startAll(90_000);
+    const ms = cluster.members;
+    client = await ExternalClient.connect({ contacts: ms.map((m) => ({ host: m.ip, port: m.external_port })), log, call_timeout_ms: 120_000 });
+    const cache = client.getSubgroup(CacheType);
+    // A request acknowledged before the restart and sent again after it, as a client whose reply
+    // was lost would: the replicas must answer it from their (restored) memory.
+    const wire = (i: number) => WireClient.connect({ host: ms[i]!.ip, port: ms[i]!.external_port, connect_timeout_ms: 2000, max_request_bytes: 1 << 20, max_reply_bytes: 1 << 20, log });
+    const body = encode(['Cache', 0, 0, 'append', ['journal', 'early;'], 777n, 1n]);
+    raw.push(await wire(1));
+    const first = decode(await raw[0]!.request(KIND_EXTERNAL_ORDERED, body, 20_000)) as [bigint, [number, boolean, unknown][]];
+    let expected = 'early;';
+    t.deepEqual(first[1].map((r) => r[2]), [expected, expected, expected]);
+    const N = 60;
+    const pidsBefore = cluster.procs.map((p) => p!.pid);
+    for (let i = 0; i < N; i++) {
+      const call = cache.orderedSend('append', 'journal', `${i};`);
+      if (i === 30) {
+        // Every member dies while this append is in flight (delivered or not); they come back,
+        // and the client retries the same request (id and number) until one of them answers.
+        await cluster.killAll();
+        await cluster.startAll(90_000);
+      }
+      const out = await call;
+      expected += `${i};`;
+      for (const [id, r] of out.replies) if (r.ok && r.value !== expected) t.fail(`append ${i} on member ${id}: ...${String(r.value).slice(-40)} (applied twice?)`);
+    }
+    t.true(cluster.procs.every((p, i) => p!.pid !== pidsBefore[i]), 'every member was restarted during the appends');
+    await cluster.waitView(3, 90_000);
+    t.is(await cache.p2pSend('get', 'journal'), expected, 'every append once, in order, across the restart');
+    // The request from before the restart, again: answered with its first outcome, not applied.
+    raw.push(await wire(2));
+    const again = decode(await raw[1]!.request(KIND_EXTERNAL_ORDERED, body, 20_000)) as [bigint, [number, boolean, unknown][]];
+    t.true(again[0] > first[0], 'a new delivery');
+    t.deepEqual(again[1].map((r) => r[2]), first[1].map((r) => r[2]), 'answered with the first outcome');
+    t.is(await cache.p2pSend('get', 'journal'), expected, 'and not applied again');
+  } finally {
+    for (const c of raw) await c.close().catch(() => {});
+    await client?.close();
     await cluster.cleanup();
   }
 });

@@ -8,6 +8,12 @@
  * Logs live in `<file_path>/<type>.<subgroup index>.<shard>/<field>/` (persistence/log-store.ts).
  * State transfer sends, per field, the log suffix the fetcher lacks (`since`); the fetcher cuts
  * its log back to the last version both hold and appends the rest.
+ *
+ * In a durable replica the client table is durable too, so that a call retried across a total
+ * restart is still applied once: every flush also appends, to the log `#clients`, one entry at the
+ * last applied version holding the client calls applied since the previous flush (a window), and
+ * retention keeps a snapshot of the whole table as that log's base. Recovery cuts the fields back
+ * to the last window boundary they reach, so every update kept has its client call recorded.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
@@ -28,12 +34,20 @@ const DEDUP_PER_CLIENT = 256;
 const DEDUP_CLIENTS = 4096;
 /** Versions a Volatile field keeps in memory at most (whatever [PERS] retain_entries says). */
 const VOLATILE_RETAIN_ENTRIES = 100_000;
+/** The client table's log, beside the fields' logs (no property name a class declares looks so). */
+const CLIENTS_LOG = '#clients';
+/** Windows the client table's log keeps before retention snapshots the table into its base. */
+const CLIENTS_RETAIN_ENTRIES = 65_536;
+/** One client call in a window: client id, request number, outcome. */
+type ClientRecord = [bigint, bigint, Buffer];
 
 export interface PersistenceSettings {
   file_path: string;
   segment_size_bytes?: number;
   retain_entries: number;
   retain_ms: number;
+  /** Windows the client table's log keeps before its base is rewritten (tests make it small). */
+  clients_retain_entries?: number;
 }
 
 type Field = Persistent<unknown> | Volatile<unknown>;
@@ -95,6 +109,14 @@ export class Replica {
   lastTimestamp = 0n;
   /** client -> (seq -> outcome), in recency order. Deterministic: every replica applies the same calls. */
   private readonly dedup = new Map<bigint, Map<bigint, Buffer>>();
+  /** The client table's log (durable replicas only). */
+  private readonly clients: Log | null;
+  /** Client calls applied since the last window was appended. */
+  private window: ClientRecord[] = [];
+  /** Version of the last window appended (or the base installed). */
+  private windowVersion = -1n;
+  /** Retention asked for a snapshot of the table (written with the next window). */
+  private snapshotWanted = false;
 
   private constructor(
     readonly type: ReplicatedType,
@@ -104,10 +126,14 @@ export class Replica {
     fields: { name: string; field: Field; log: Log }[],
     private readonly dir: string | null,
     private readonly max_reply_bytes: number,
+    clients: Log | null,
   ) {
     this.obj = obj as Record<string, unknown>;
     this.fields = fields;
     this.durable = fields.some((f) => f.field instanceof Persistent);
+    assert(this.durable === (clients !== null), 'a durable replica, and only one, logs its client table');
+    this.clients = clients;
+    clients?.onBaseWanted(() => (this.snapshotWanted = true));
   }
 
   /** Opens (or creates) the replica, loading its fields from their logs. */
@@ -117,7 +143,9 @@ export class Replica {
     const dir = path.join(pers.file_path, replicaDirName(type.name, subgroupIndex, shard));
     if (found.some((f) => f.field instanceof Persistent)) await mkdir(dir, { recursive: true });
     const fields: { name: string; field: Field; log: Log }[] = [];
+    let clients: Log | null = null;
     try {
+      if (found.some((f) => f.name === CLIENTS_LOG)) throw new TempestError('ERR_RPC_TYPE', `${type.name} has a field named "${CLIENTS_LOG}", which is reserved`);
       for (const f of found) {
         const l: Log =
           f.field instanceof Persistent
@@ -125,27 +153,78 @@ export class Replica {
             : new MemoryLogStore({ retain_entries: pers.retain_entries === 0 ? VOLATILE_RETAIN_ENTRIES : Math.min(pers.retain_entries, VOLATILE_RETAIN_ENTRIES) });
         fields.push({ name: f.name, field: f.field, log: l });
       }
+      if (found.some((f) => f.field instanceof Persistent)) {
+        clients = await LogStore.open({ dir: path.join(dir, CLIENTS_LOG), durable: true, segment_size_bytes: pers.segment_size_bytes, retain_entries: pers.clients_retain_entries ?? CLIENTS_RETAIN_ENTRIES, retain_ms: 0, log: log.child({ field: CLIENTS_LOG }) });
+        clients.requireBase = true;
+      }
     } catch (err) {
       for (const f of fields) await f.log.close().catch(() => {});
+      await clients?.close().catch(() => {});
       throw err;
     }
-    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null, max_reply_bytes);
-    await r.reconcileFields(log);
+    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null, max_reply_bytes, clients);
+    try {
+      await r.reconcileFields(log);
+    } catch (err) {
+      await r.close().catch(() => {});
+      throw err;
+    }
     return r;
   }
 
   /**
    * A crash between two fields' flushes can leave one log a version longer: all are cut back to
-   * the shortest (that version was not acknowledged, as no member reported it persisted).
+   * the shortest (that version was not acknowledged, as no member reported it persisted). They are
+   * then cut back to the last window of the client table they reach, and the client table's log
+   * after it: an update kept must have its client call recorded (else a retry would apply it
+   * again), and what is cut was never acknowledged (persistedVersion counts the client log).
    */
   private async reconcileFields(log: Logger): Promise<void> {
     const durable = this.fields.filter((f) => f.field instanceof Persistent);
     if (durable.length > 0) {
       let min = durable[0]!.log.latestVersion;
       for (const f of durable) if (f.log.latestVersion < min) min = f.log.latestVersion;
-      await this.cutBack(durable, min, log);
+      const clients = this.clients!;
+      let boundary = -1n;
+      if (min >= 0n) {
+        const w = await clients.getAtVersion(min);
+        const base = clients.baseVersion;
+        if (w !== undefined) boundary = w.version;
+        if (base !== null && base <= min && base > boundary) boundary = base;
+      }
+      if (clients.latestVersion > boundary || (clients.baseVersion ?? -1n) > boundary) {
+        log.warn({ from: String(clients.latestVersion), to: String(boundary) }, 'cutting the client table log back to its fields');
+        try {
+          await clients.truncateAfter(boundary);
+        } catch (err) {
+          // Its base is newer and the history before it is gone (a state transfer that did not
+          // finish): nothing before the base is known, so everything goes, and the transfer runs again.
+          if ((err as TempestError).code !== 'ERR_PERSIST_TRIMMED') throw err;
+          boundary = -1n;
+          await clients.truncateAfter(-1n);
+        }
+      }
+      await this.cutBack(durable, boundary, log);
+      await this.replayClients(boundary);
     }
     await this.reload();
+  }
+
+  /** Rebuilds the client table from its log: the base (a snapshot), then the windows after it. */
+  private async replayClients(upto: bigint): Promise<void> {
+    const clients = this.clients!;
+    this.dedup.clear();
+    this.window = [];
+    const base = await clients.getBase();
+    let after = clients.trimmedVersion;
+    if (base !== null && base.version <= upto) {
+      for (const [c, m] of decode(Buffer.from(base.bytes)) as [bigint, [bigint, Buffer][]][]) this.dedup.set(c, new Map(m.map(([q, o]) => [q, Buffer.from(o)])));
+      if (base.version > after) after = base.version;
+    }
+    for await (const e of clients.entries(after, upto)) {
+      for (const [c, q, o] of decode(e.payload) as ClientRecord[]) if (this.lookup(c, q) === undefined) this.remember(c, q, Buffer.from(o));
+    }
+    this.windowVersion = upto;
   }
 
   private async cutBack(fields: { name: string; log: Log }[], min: bigint, log: Logger): Promise<void> {
@@ -175,10 +254,17 @@ export class Replica {
     return this.lastVersion;
   }
 
-  /** The last version every Persistent field has on disk (the last applied one when there are none). */
+  /**
+   * The last version every Persistent field has on disk, with the client calls up to it (the last
+   * applied one when there are no Persistent fields).
+   */
   get persistedVersion(): bigint {
     let min = this.lastVersion;
     for (const f of this.fields) if (f.field instanceof Persistent && f.log.persistedVersion < min) min = f.log.persistedVersion;
+    if (this.clients !== null) {
+      const c = this.clients.persistedVersion > (this.clients.baseVersion ?? -1n) ? this.clients.persistedVersion : (this.clients.baseVersion ?? -1n);
+      if (c < min) min = c;
+    }
     return min;
   }
 
@@ -190,19 +276,13 @@ export class Replica {
     assert(version > this.lastVersion, 'versions only grow');
     assert(timestamp > this.lastTimestamp, 'timestamps only grow');
     let outcome: Buffer | undefined;
-    if (header.client !== 0n) {
-      const seen = this.dedup.get(header.client);
-      const cached = seen?.get(header.seq);
-      if (seen !== undefined) {
-        this.dedup.delete(header.client);
-        this.dedup.set(header.client, seen); // most recently seen last
-      }
-      if (cached !== undefined) outcome = cached; // a retried call: applied once, answered again
-    }
+    if (header.client !== 0n) outcome = this.lookup(header.client, header.seq); // a retried call: applied once, answered again
     if (outcome === undefined) {
       outcome = this.run(methodName, args);
       if (header.client !== 0n) this.remember(header.client, header.seq, outcome);
     }
+    // Replayed by replayClients() with the same lookup-then-remember, so the table comes back identical.
+    if (header.client !== 0n && this.clients !== null) this.window.push([header.client, header.seq, outcome]);
     for (const f of this.fields) f.field.commit(version, timestamp);
     this.lastVersion = version;
     this.lastTimestamp = timestamp;
@@ -227,6 +307,15 @@ export class Replica {
     }
   }
 
+  /** The remembered outcome of a client's call, if any; the client becomes the most recently seen. */
+  private lookup(client: bigint, seq: bigint): Buffer | undefined {
+    const seen = this.dedup.get(client);
+    if (seen === undefined) return undefined;
+    this.dedup.delete(client);
+    this.dedup.set(client, seen); // most recently seen last
+    return seen.get(seq);
+  }
+
   private remember(client: bigint, seq: bigint, outcome: Buffer): void {
     let seen = this.dedup.get(client);
     if (seen === undefined) {
@@ -241,10 +330,29 @@ export class Replica {
     }
   }
 
-  /** Writes what was applied (one write and fsync per durable field); resolves with persistedVersion. */
+  /**
+   * Writes what was applied (one write and fsync per durable field, and one for the window of
+   * client calls); resolves with persistedVersion.
+   */
   async flush(): Promise<bigint> {
-    await Promise.all(this.fields.map((f) => f.log.flush()));
+    const clients = this.clients;
+    let snapshot: Promise<void> | null = null;
+    if (clients !== null && this.lastVersion > this.windowVersion) {
+      // A window per flush, even an empty one: its version marks how far the fields may be kept.
+      clients.append(this.lastVersion, this.lastTimestamp, encode(this.window));
+      this.window = [];
+      this.windowVersion = this.lastVersion;
+      if (this.snapshotWanted) {
+        this.snapshotWanted = false;
+        snapshot = clients.setBase(this.windowVersion, this.encodeClients());
+      }
+    }
+    await Promise.all([...this.fields.map((f) => f.log.flush()), ...(clients !== null ? [clients.flush()] : []), ...(snapshot !== null ? [snapshot] : [])]);
     return this.persistedVersion;
+  }
+
+  private encodeClients(): Buffer {
+    return encode([...this.dedup].map(([c, m]) => [c, [...m]]));
   }
 
   // ---- state transfer ----------------------------------------------------------------------
@@ -288,6 +396,14 @@ export class Replica {
     }
     this.dedup.clear();
     for (const [c, m] of dedup) this.dedup.set(c, new Map(m.map(([s, o]) => [s, Buffer.from(o)])));
+    if (this.clients !== null) {
+      // After the fields: a crash in between leaves the fields past the client log, and recovery
+      // cuts them back (the transfer then runs again).
+      await this.clients.truncateAfter(-1n);
+      if (upto >= 0n) await this.clients.setBase(upto, this.encodeClients());
+      this.window = [];
+      this.windowVersion = upto;
+    }
     await this.reload();
     if (this.fields.length === 0) {
       this.lastVersion = upto;
@@ -322,6 +438,7 @@ export class Replica {
 
   async close(): Promise<void> {
     for (const f of this.fields) await f.log.close();
+    await this.clients?.close();
   }
 
   /** Removes the replica's logs (this member no longer holds the shard, or [PERS] reset). */
