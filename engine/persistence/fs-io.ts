@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { TempestError } from '../util/errors.js';
 
 export function open(file: string, flags: string): Promise<number> {
   return new Promise((resolve, reject) => fs.open(file, flags, 0o644, (err, fd) => (err ? reject(err) : resolve(fd))));
@@ -88,4 +89,9 @@ export async function writeFileAtomic(file: string, data: Buffer): Promise<void>
 export function errnoCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : undefined;
+}
+
+/** ERR_PERSIST_IO for a failed file operation: `what` failed, and why. */
+export function ioError(what: string, err: unknown): TempestError {
+  return new TempestError('ERR_PERSIST_IO', `${what}: ${(err as Error).message ?? String(err)}`, { cause: err });
 }
