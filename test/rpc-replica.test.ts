@@ -193,3 +193,50 @@ test('an installed state brings the client table, and it survives a restart', as
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('state transfer streams records of about 1 MiB; a stream that breaks leaves the state the replica had, and the retry from it completes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempest-replica-'));
+  const log = layerLogger('test');
+  try {
+    const a = await Replica.open(RegisterType, 0, 0, { file_path: join(dir, 'a'), retain_entries: 0, retain_ms: 0 }, log);
+    const put = (i: number) => a.apply({ method: 0, origin: 0, hlc: 0n, request: 0n, client: i % 2 === 0 ? 3n : 0n, seq: BigInt(i) }, 'set', [`${i}:`.padEnd(1024, 'x')], ver(1, i), BigInt(1000 + i));
+    const N = 3000;
+    const FIRST = 1000;
+    for (let i = 0; i < FIRST; i++) put(i);
+    await a.flush();
+    // b first takes the state of a at FIRST entries (a member that held the shard before).
+    const pb = { file_path: join(dir, 'b'), retain_entries: 0, retain_ms: 0 };
+    const b = await Replica.open(RegisterType, 0, 0, pb, log);
+    await b.install(a.capture()(-1n));
+    t.is(b.localVersion, ver(1, FIRST - 1));
+    for (let i = FIRST; i < N; i++) put(i);
+    await a.flush();
+    const source = a.capture();
+    const records: Buffer[] = [];
+    for await (const r of source(b.localVersion)) records.push(r);
+    // The head, per field (Persistent value, Volatile hits) a header and batches, the end.
+    t.true(records.length >= 6, `${records.length} records`);
+    t.true(Math.max(...records.map((r) => r.length)) < 2 * 1024 * 1024, 'no record holds the whole log');
+
+    // The stream breaks after the first batch of entries.
+    const broken = async function* (): AsyncGenerator<Buffer> {
+      for await (const r of source(b.localVersion)) {
+        yield r;
+        if ((decode(r) as unknown[])[0] === 'entries') throw new Error('connection reset (simulated)');
+      }
+    };
+    await t.throwsAsync(b.install(broken()), { message: /simulated/ });
+    t.is(b.localVersion, ver(1, FIRST - 1), 'back to the state it held: every entry kept has its client calls recorded');
+    t.is((b.obj as unknown as Register).value.value, `${FIRST - 1}:`.padEnd(1024, 'x'), 'the object matches its log');
+    await b.install(source(b.localVersion));
+    t.is(b.localVersion, ver(1, N - 1));
+    t.deepEqual(await b.logDigest().then((d) => d.filter((f) => f.field === 'value')), await a.logDigest().then((d) => d.filter((f) => f.field === 'value')));
+    // The client table came along: request 2998 of client 3 (recent enough to be remembered) is answered, not applied.
+    t.deepEqual(decode(b.apply({ method: 0, origin: 0, hlc: 0n, request: 0n, client: 3n, seq: 2998n }, 'set', ['again'], ver(2, 0), 5000n)), [true, '2998:'.padEnd(1024, 'x')]);
+    t.is((b.obj as unknown as Register).value.value, `${N - 1}:`.padEnd(1024, 'x'));
+    await b.close();
+    await a.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

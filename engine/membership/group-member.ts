@@ -41,11 +41,12 @@ export interface Delivery {
 }
 
 /**
- * A shard's state captured at the end of a view, produced for a member new to the shard. `since`
- * is the last version that member already holds in its own log (-1n when none), so a persistent
- * shard sends only the log suffix it lacks.
+ * A shard's state captured at the end of a view, produced for a member new to the shard as a
+ * stream of records (each 1 byte or more; their meaning is the handler's), so that a state may
+ * be larger than memory. `since` is the last version that member already holds in its own log
+ * (-1n when none), so a persistent shard sends only the log suffix it lacks.
  */
-export type StateSource = (since: bigint) => Buffer | Promise<Buffer>;
+export type StateSource = (since: bigint) => AsyncIterable<Buffer>;
 
 /** What the layer above provides per subgroup type. */
 export interface SubgroupHandlers {
@@ -53,8 +54,12 @@ export interface SubgroupHandlers {
   deliver(m: Delivery): void;
   /** The shard's state now (end of a view), for a member new to the shard; captured synchronously. */
   getState(subgroupIndex: number, shard: number): StateSource;
-  /** Replaces the shard's state (this member is new to the shard); deliveries wait until it resolves. */
-  setState(subgroupIndex: number, shard: number, state: Buffer): void | Promise<void>;
+  /**
+   * Replaces the shard's state with the records a member of the shard streams (this member is
+   * new to the shard); deliveries wait until it resolves. On a failure (the stream breaks) the
+   * handler leaves a state it can resume from, as its localVersion says: the fetch is retried.
+   */
+  setState(subgroupIndex: number, shard: number, records: AsyncIterable<Buffer>): Promise<void>;
   /** Makes the shard ready for deliveries here (opens its logs); awaited before a view that gives it to us starts. */
   prepare?(subgroupIndex: number, shard: number): Promise<void>;
   /** The last version this member holds of the shard (for state transfer); -1n when none. */
@@ -843,9 +848,17 @@ export class GroupMember {
         const h = this.opts.handlers[type]!;
         const sgIndex = view.layout.subgroups[ref.subgroup]!.index;
         const since = h.localVersion?.(sgIndex, ref.shard) ?? -1n;
-        const state = await fetchState(m.ip, m.state_transfer_port, view.vid, ref.subgroup, ref.shard, since, 10 * this.opts.timeout_ms);
-        await h.setState(sgIndex, ref.shard, state);
-        this.log.info({ vid: view.vid, subgroup: ref.subgroup, shard: ref.shard, from: source, size_bytes: state.length }, 'state received');
+        let records = 0;
+        let bytes = 0;
+        const counted = async function* (src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+          for await (const r of src) {
+            records++;
+            bytes += r.length;
+            yield r;
+          }
+        };
+        await h.setState(sgIndex, ref.shard, counted(fetchState(m.ip, m.state_transfer_port, view.vid, ref.subgroup, ref.shard, since, 10 * this.opts.timeout_ms)));
+        this.log.info({ vid: view.vid, subgroup: ref.subgroup, shard: ref.shard, from: source, since: String(since), records, size_bytes: bytes }, 'state received');
         lastError = null;
         break;
       } catch (err) {

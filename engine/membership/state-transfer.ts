@@ -2,22 +2,52 @@
  * State transfer on state_transfer_port (DESIGN §6): when a view gives a shard a member that did
  * not hold it before (a joiner, or a spare replacing a failed member), one old member of the shard
  * captures the shard's state as of the end of the previous view and the newcomer fetches it here.
- * Snapshots are kept per (view, subgroup, shard) until fetched by every newcomer or a newer view
- * replaces them. Raw bytes follow a small JSON header; nothing is parsed on the way.
+ * Snapshots are kept per (view, subgroup, shard) until a newer view replaces them.
+ *
+ * A state is a stream of records (the layer above decides what they hold): after a small JSON
+ * header, each record goes as `u32 length | bytes`, and a zero length ends the stream. Both sides
+ * hold at most a record at a time (the sender waits for the socket to drain, the fetcher reads as
+ * it installs), so a shard's state may be far larger than memory. A stream that stops without
+ * its end is an error, never a shorter state.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { writeFrame } from '../transport/bootstrap.js';
 import { listenTcp } from '../transport/tcp-listen.js';
+import { assert } from '../util/assert.js';
 import { TempestError } from '../util/errors.js';
 import type { StateSource } from './group-member.js';
 import type { Logger } from '../util/log.js';
 
 const HEADER_MAX_BYTES = 4096;
 const REQUEST_TIMEOUT_MS = 5_000;
+/** A sender whose fetcher reads nothing for this long gives up (the fetcher has its own limit). */
+const SEND_IDLE_TIMEOUT_MS = 60_000;
 const KEEP_VIEWS = 4;
+const LENGTH_BYTES = 4;
+/** Largest record (the length is a u32; the layer above keeps records near 1 MiB). */
+export const MAX_STATE_RECORD_BYTES = 0xffff_ffff;
 
 function key(vid: number, subgroup: number, shard: number): string {
   return `${vid}/${subgroup}/${shard}`;
+}
+
+function lengthPrefix(n: number): Buffer {
+  const b = Buffer.allocUnsafe(LENGTH_BYTES);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+/** Resolves when the socket can take more, or is gone (the next write then fails the send). */
+function drained(sock: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      sock.off('drain', done);
+      sock.off('close', done);
+      resolve();
+    };
+    sock.on('drain', done);
+    sock.on('close', done);
+  });
 }
 
 export class StateTransferServer {
@@ -68,20 +98,41 @@ export class StateTransferServer {
         sock.end();
         return;
       }
-      Promise.resolve()
-        .then(() => source(since))
-        .then((state) => {
-          writeFrame(sock, { ok: true, size_bytes: state.length });
-          sock.end(state);
-          this.log.info({ vid: req.vid, subgroup: req.subgroup, shard: req.shard, since: String(since), size_bytes: state.length, to: sock.remoteAddress }, 'state sent');
-        })
-        .catch((err: Error) => {
-          this.log.error({ err: err.message }, 'could not produce the state');
-          writeFrame(sock, { ok: false, reason: `the source failed: ${err.message}` });
-          sock.end();
-        });
+      void this.send(sock, source, since, req);
     };
     sock.on('data', onData);
+  }
+
+  /** Streams the records of `source` from `since`; the header goes once the first record exists, so a source failing at once is reported as such. */
+  private async send(sock: Socket, source: StateSource, since: bigint, req: { vid?: unknown; subgroup?: unknown; shard?: unknown }): Promise<void> {
+    sock.setTimeout(SEND_IDLE_TIMEOUT_MS, () => sock.destroy());
+    let headerSent = false;
+    let records = 0;
+    let bytes = 0;
+    try {
+      for await (const record of source(since)) {
+        assert(record.length > 0 && record.length <= MAX_STATE_RECORD_BYTES, 'a state record holds 1..2^32-1 bytes');
+        if (sock.destroyed) throw new Error('the fetcher went away');
+        if (!headerSent) {
+          writeFrame(sock, { ok: true });
+          headerSent = true;
+        }
+        sock.write(lengthPrefix(record.length));
+        if (!sock.write(record)) await drained(sock);
+        records++;
+        bytes += record.length;
+      }
+      if (!headerSent) writeFrame(sock, { ok: true });
+      sock.end(lengthPrefix(0));
+      this.log.info({ vid: req.vid, subgroup: req.subgroup, shard: req.shard, since: String(since), records, size_bytes: bytes, to: sock.remoteAddress }, 'state sent');
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, records, size_bytes: bytes }, 'could not send the state');
+      if (headerSent) sock.destroy(); // no end marker: the fetcher sees the stream cut
+      else {
+        writeFrame(sock, { ok: false, reason: `the source failed: ${(err as Error).message}` });
+        sock.end();
+      }
+    }
   }
 
   close(): Promise<void> {
@@ -91,50 +142,99 @@ export class StateTransferServer {
   }
 }
 
-/** Fetches a shard's state for view vid from a member's state_transfer_port (bounded in time). */
-export function fetchState(ip: string, port: number, vid: number, subgroup: number, shard: number, since: bigint, timeout_ms: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const sock = connect({ host: ip, port });
-    const chunks: Buffer[] = [];
-    let header: { ok: boolean; size_bytes?: number; reason?: string } | null = null;
-    let pending = Buffer.alloc(0);
-    let got = 0;
-    const timer = setTimeout(() => fail(new Error(`state transfer from ${ip}:${port} took over ${timeout_ms} ms`)), timeout_ms);
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(new TempestError('ERR_STATE_TRANSFER', `state transfer of subgroup ${subgroup} shard ${shard} (view ${vid}) failed: ${err.message}`));
-    };
-    sock.once('connect', () => {
-      const body = Buffer.from(JSON.stringify({ vid, subgroup, shard, since: since.toString() }));
-      const head = Buffer.alloc(4);
-      head.writeUInt32BE(body.length);
-      sock.write(Buffer.concat([head, body]));
-    });
-    sock.on('data', (chunk: Buffer) => {
-      if (header === null) {
-        pending = Buffer.concat([pending, chunk]);
-        if (pending.length < 4) return;
-        const len = pending.readUInt32BE(0);
-        if (len > HEADER_MAX_BYTES) return fail(new Error('oversize header'));
-        if (pending.length < 4 + len) return;
-        try {
-          header = JSON.parse(pending.subarray(4, 4 + len).toString('utf8')) as typeof header;
-        } catch {
-          return fail(new Error('malformed header'));
-        }
-        if (!header!.ok) return fail(new Error(header!.reason ?? 'refused'));
-        chunk = pending.subarray(4 + len);
+/** Reassembles length-prefixed records from a byte stream, copying only records split across chunks. */
+class RecordParser {
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /** The next `n` bytes, or null when fewer are buffered. */
+  take(n: number): Buffer | null {
+    if (this.buffered < n) return null;
+    const head = this.chunks[0]!;
+    let out: Buffer;
+    if (head.length >= n) {
+      out = head.subarray(0, n);
+      if (head.length === n) this.chunks.shift();
+      else this.chunks[0] = head.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - at);
+        c.copy(out, at, 0, k);
+        at += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
       }
-      chunks.push(chunk);
-      got += chunk.length;
-    });
-    sock.on('error', (err) => fail(err));
-    sock.on('close', () => {
-      if (header === null || !header.ok) return fail(new Error('connection closed before the state'));
-      if (got !== header.size_bytes) return fail(new Error(`got ${got} of ${header.size_bytes} bytes`));
-      clearTimeout(timer);
-      resolve(Buffer.concat(chunks, got));
-    });
-  });
+    }
+    this.buffered -= n;
+    return out;
+  }
+
+  peekLength(): number | null {
+    if (this.buffered < LENGTH_BYTES) return null;
+    const b = this.take(LENGTH_BYTES)!;
+    this.chunks.unshift(b);
+    this.buffered += LENGTH_BYTES;
+    return b.readUInt32BE(0);
+  }
+}
+
+/**
+ * Fetches a shard's state for view vid from a member's state_transfer_port: its records, in order,
+ * as they arrive (the socket is read only as fast as the caller consumes them). Fails with
+ * ERR_STATE_TRANSFER when the member refuses, when nothing arrives for idle_timeout_ms, or when
+ * the stream stops before its end.
+ */
+export async function* fetchState(ip: string, port: number, vid: number, subgroup: number, shard: number, since: bigint, idle_timeout_ms: number): AsyncGenerator<Buffer> {
+  const what = `state transfer of subgroup ${subgroup} shard ${shard} (view ${vid}) from ${ip}:${port}`;
+  const sock = connect({ host: ip, port });
+  sock.setTimeout(idle_timeout_ms, () => sock.destroy(new Error(`nothing arrived for ${idle_timeout_ms} ms`)));
+  try {
+    const body = Buffer.from(JSON.stringify({ vid, subgroup, shard, since: since.toString() }));
+    sock.write(Buffer.concat([lengthPrefix(body.length), body]));
+    const parser = new RecordParser();
+    let header: { ok: boolean; reason?: string } | null = null;
+    for await (const chunk of sock as AsyncIterable<Buffer>) {
+      parser.push(chunk);
+      if (header === null) {
+        const len = parser.peekLength();
+        if (len === null) continue;
+        if (len > HEADER_MAX_BYTES) throw new Error('oversize header');
+        if (parser.bufferedBytes < LENGTH_BYTES + len) continue;
+        parser.take(LENGTH_BYTES);
+        try {
+          header = JSON.parse(parser.take(len)!.toString('utf8')) as { ok: boolean; reason?: string };
+        } catch {
+          throw new Error('malformed header');
+        }
+        if (!header.ok) throw new Error(header.reason ?? 'refused');
+      }
+      for (;;) {
+        const len = parser.peekLength();
+        if (len === null || parser.bufferedBytes < LENGTH_BYTES + len) break;
+        parser.take(LENGTH_BYTES);
+        if (len === 0) {
+          if (parser.bufferedBytes > 0) throw new Error('bytes after the end of the state');
+          return;
+        }
+        yield parser.take(len)!;
+      }
+    }
+    throw new Error(header === null ? 'connection closed before the state' : 'the stream stopped before the end of the state');
+  } catch (err) {
+    throw err instanceof TempestError ? err : new TempestError('ERR_STATE_TRANSFER', `${what} failed: ${(err as Error).message}`);
+  } finally {
+    sock.destroy();
+  }
 }

@@ -315,12 +315,16 @@ export class Group {
       },
       getState: (idx, shard) => {
         const h = this.hosted.get(hostedKey(type.name, idx, shard));
-        if (h === undefined) return () => Promise.reject(new TempestError('ERR_STATE_TRANSFER', `no replica of ${type.name}[${idx}] shard ${shard} here`));
+        if (h === undefined) {
+          return async function* (): AsyncGenerator<Buffer> {
+            throw new TempestError('ERR_STATE_TRANSFER', `no replica of ${type.name}[${idx}] shard ${shard} here`);
+          };
+        }
         return h.replica.capture();
       },
-      setState: async (idx, shard, state) => {
+      setState: async (idx, shard, records) => {
         const h = await this.open(type, idx, shard);
-        await h.replica.install(state);
+        await h.replica.install(records);
         this.memberOrNull?.reportPersisted(type.name, idx, shard, h.replica.persistedVersion);
       },
       localVersion: (idx, shard) => this.hosted.get(hostedKey(type.name, idx, shard))?.replica.localVersion ?? -1n,

@@ -38,6 +38,10 @@ const VOLATILE_RETAIN_ENTRIES = 100_000;
 const CLIENTS_LOG = '#clients';
 /** Windows the client table's log keeps before retention snapshots the table into its base. */
 const CLIENTS_RETAIN_ENTRIES = 65_536;
+/** State transfer records hold entries up to about this many bytes (each side holds one at a time). */
+const STATE_RECORD_BYTES = 1024 * 1024;
+/** What an entry adds to its payload in a state record (version, timestamp, framing), roughly. */
+const STATE_ENTRY_OVERHEAD_BYTES = 32;
 /** One client call in a window: client id, request number, outcome. */
 type ClientRecord = [bigint, bigint, Buffer];
 
@@ -127,6 +131,7 @@ export class Replica {
     private readonly dir: string | null,
     private readonly max_reply_bytes: number,
     clients: Log | null,
+    private readonly log: Logger,
   ) {
     this.obj = obj as Record<string, unknown>;
     this.fields = fields;
@@ -162,7 +167,7 @@ export class Replica {
       await clients?.close().catch(() => {});
       throw err;
     }
-    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null, max_reply_bytes, clients);
+    const r = new Replica(type, subgroupIndex, shard, obj, fields, found.length > 0 ? dir : null, max_reply_bytes, clients, log);
     try {
       await r.reconcileFields(log);
     } catch (err) {
@@ -359,41 +364,90 @@ export class Replica {
 
   /**
    * Captures the state now (end of a view): the fields' logs up to the last applied version and
-   * the client table. Produced lazily for each fetcher from its `since`.
+   * the client table. Produced lazily for each fetcher from its `since`, as records (see
+   * stateRecords) of about STATE_RECORD_BYTES, so neither side holds a whole log.
    */
-  capture(): (since: bigint) => Promise<Buffer> {
+  capture(): (since: bigint) => AsyncIterable<Buffer> {
     const upto = this.lastVersion;
     const lastTimestamp = this.lastTimestamp;
     const dedup = [...this.dedup].map(([c, m]) => [c, [...m]] as const);
-    return async (since: bigint) => {
-      const fields: unknown[] = [];
-      for (const f of this.fields) {
-        // The fetcher keeps its log up to the last version both hold (logs of one shard are
-        // prefixes of one sequence, so that is the latest entry here at or before its last) and
-        // takes the rest; when nothing here is that old (trimmed), it starts over from our base.
-        const at = since >= 0n ? await f.log.getAtVersion(since) : undefined;
-        const keep = at === undefined ? -1n : at.version;
-        const base = at === undefined ? await f.log.getBase() : null;
-        const after = at === undefined ? beforeFirstReadable(f.log) : at.version;
-        const entries: [bigint, bigint, Buffer][] = [];
-        for await (const e of f.log.entries(after, upto)) entries.push([e.version, e.timestamp, Buffer.from(e.payload)]);
-        fields.push([f.name, keep, base === null ? null : [base.version, base.bytes], entries]);
-      }
-      return encode([upto, lastTimestamp, dedup, fields]);
-    };
+    return (since: bigint) => this.stateRecords(since, upto, lastTimestamp, dedup);
   }
 
-  /** Replaces this replica's state by what a member of the shard sent. */
-  async install(state: Buffer): Promise<void> {
-    const [upto, lastTimestamp, dedup, fields] = decode(state) as [bigint, bigint, [bigint, [bigint, Buffer][]][], [string, bigint, [bigint, Buffer] | null, [bigint, bigint, Buffer][]][]];
-    for (const [name, from, base, entries] of fields) {
-      const f = this.fields.find((x) => x.name === name);
-      if (f === undefined) throw new TempestError('ERR_STATE_TRANSFER', `the state names a field "${name}" that ${this.type.name} does not have`);
-      await f.log.truncateAfter(from);
-      if (base !== null) await f.log.setBase(base[0], Buffer.from(base[1]));
-      for (const [v, ts, payload] of entries) if (v > f.log.latestVersion) f.log.append(v, ts, payload);
-      await f.log.flush();
+  /**
+   * The records of a state: ['state', upto, lastTimestamp, client table, field count], then per
+   * field ['field', name, keep, base] and its entries in ['entries', [[v, ts, payload], ...]]
+   * batches, then ['end'] (install() refuses a state without it).
+   */
+  private async *stateRecords(since: bigint, upto: bigint, lastTimestamp: bigint, dedup: unknown): AsyncGenerator<Buffer> {
+    yield encode(['state', upto, lastTimestamp, dedup, this.fields.length]);
+    for (const f of this.fields) {
+      // The fetcher keeps its log up to the last version both hold (logs of one shard are
+      // prefixes of one sequence, so that is the latest entry here at or before its last) and
+      // takes the rest; when nothing here is that old (trimmed), it starts over from our base.
+      const at = since >= 0n ? await f.log.getAtVersion(since) : undefined;
+      const keep = at === undefined ? -1n : at.version;
+      const base = at === undefined ? await f.log.getBase() : null;
+      const after = at === undefined ? beforeFirstReadable(f.log) : at.version;
+      yield encode(['field', f.name, keep, base === null ? null : [base.version, base.bytes]]);
+      let batch: [bigint, bigint, Buffer][] = [];
+      let bytes = 0;
+      for await (const e of f.log.entries(after, upto)) {
+        batch.push([e.version, e.timestamp, Buffer.from(e.payload)]);
+        bytes += e.payload.length + STATE_ENTRY_OVERHEAD_BYTES;
+        if (bytes >= STATE_RECORD_BYTES) {
+          yield encode(['entries', batch]);
+          batch = [];
+          bytes = 0;
+        }
+      }
+      if (batch.length > 0) yield encode(['entries', batch]);
     }
+    yield encode(['end']);
+  }
+
+  /**
+   * Replaces this replica's state by the records a member of the shard streams (stateRecords).
+   * Each batch of entries is flushed as it comes. If the stream breaks, the replica is brought back
+   * to a consistent state from its logs (as after a crash) and the error is rethrown: the fetch is
+   * retried from the new localVersion.
+   */
+  async install(records: AsyncIterable<Buffer>): Promise<void> {
+    try {
+      await this.installRecords(records);
+    } catch (err) {
+      await this.reconcileFields(this.log);
+      throw err;
+    }
+  }
+
+  private async installRecords(records: AsyncIterable<Buffer>): Promise<void> {
+    const bad = (why: string) => new TempestError('ERR_STATE_TRANSFER', `a malformed state for ${this.type.name}: ${why}`);
+    let head: { upto: bigint; lastTimestamp: bigint; dedup: [bigint, [bigint, Buffer][]][] } | null = null;
+    let field: { name: string; log: Log } | null = null;
+    let ended = false;
+    for await (const record of records) {
+      if (ended) throw bad('records after its end');
+      const r = decode(record) as unknown[];
+      if (!Array.isArray(r)) throw bad('a record is not a list');
+      if (r[0] === 'state' && head === null) {
+        head = { upto: r[1] as bigint, lastTimestamp: r[2] as bigint, dedup: r[3] as [bigint, [bigint, Buffer][]][] };
+      } else if (r[0] === 'field' && head !== null) {
+        const [, name, from, base] = r as [string, string, bigint, [bigint, Buffer] | null];
+        const f = this.fields.find((x) => x.name === name);
+        if (f === undefined) throw new TempestError('ERR_STATE_TRANSFER', `the state names a field "${name}" that ${this.type.name} does not have`);
+        await f.log.truncateAfter(from);
+        if (base !== null) await f.log.setBase(base[0], Buffer.from(base[1]));
+        field = f;
+      } else if (r[0] === 'entries' && field !== null) {
+        for (const [v, ts, payload] of r[1] as [bigint, bigint, Buffer][]) if (v > field.log.latestVersion) field.log.append(v, ts, payload);
+        await field.log.flush();
+      } else if (r[0] === 'end' && head !== null) {
+        ended = true;
+      } else throw bad(`unexpected record "${String(r[0])}"`);
+    }
+    if (head === null || !ended) throw new TempestError('ERR_STATE_TRANSFER', `the state of ${this.type.name} ended early`);
+    const { upto, lastTimestamp, dedup } = head;
     this.dedup.clear();
     for (const [c, m] of dedup) this.dedup.set(c, new Map(m.map(([s, o]) => [s, Buffer.from(o)])));
     if (this.clients !== null) {
