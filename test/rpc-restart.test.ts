@@ -109,3 +109,27 @@ test('an external client retrying across a total restart has each call applied o
     await cluster.cleanup();
   }
 });
+
+test('a total restart without the configured leader: another member of the last view, configured as leader, leads it and loses nothing', async (t) => {
+  t.timeout(240_000);
+  const cluster = await CacheCluster.create(3);
+  try {
+    await cluster.startAll(90_000);
+    const done = await cluster.ask(1, { cmd: 'puts', count: 300, prefix: 'k', concurrency: 8, value_bytes: 256 }, 'puts-done', 120_000);
+    t.is(done.acked, 300);
+    await cluster.killAll();
+    // Member 0, the configured leader, is lost for good: 1 and 2 come back configured with member 1 as leader.
+    const procs = [cluster.start(1, 1), cluster.start(2, 1)];
+    await Promise.all(procs.map((c) => c.waitType('ready', 90_000)));
+    await cluster.waitView(2, 90_000);
+    const digests = await Promise.all([1, 2].map((i) => cluster.ask(i, { cmd: 'digest' }, 'digest', 60_000)));
+    const keys = new Set(digests[0]!.keys as string[]);
+    t.deepEqual(Array.from({ length: 300 }, (_, i) => `k${i}`).filter((k) => !keys.has(k)), [], 'every acknowledged update is there');
+    t.is(digests[1]!.sha256, digests[0]!.sha256);
+    t.deepEqual(digests[1]!.logs, digests[0]!.logs);
+    const after = await cluster.ask(2, { cmd: 'put-one', key: 'after', value: 'v' }, 'put-one', 60_000);
+    t.is(after.replies, 2, 'the group of two takes updates');
+  } finally {
+    await cluster.cleanup();
+  }
+});

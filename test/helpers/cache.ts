@@ -27,8 +27,9 @@ export class CacheCluster {
     return join(this.root, `node${this.members[i]!.id}`);
   }
 
-  start(i: number): Child {
-    const args: CacheProcessArgs = { self: this.members[i]!, leader: this.members[0]!, data_dir: this.dataDir(i), ...this.opts };
+  /** Starts member i, configured with member `leader` as the group's leader (default the first). */
+  start(i: number, leader = 0): Child {
+    const args: CacheProcessArgs = { self: this.members[i]!, leader: this.members[leader]!, data_dir: this.dataDir(i), ...this.opts };
     const c = Child.start(CACHE_FIXTURE, args);
     this.procs[i] = c;
     return c;
