@@ -1,6 +1,6 @@
 /** The decision part of a total restart (engine/membership/restart-plan.ts), without processes. */
 import test from 'ava';
-import { planRestart, restartQuorum, type RestartReport } from '../engine/membership/restart-plan.js';
+import { planRestart, restartQuorum, restartSuccession, viewIdentity, type RestartReport } from '../engine/membership/restart-plan.js';
 import type { StoredView } from '../engine/membership/remembered-view.js';
 import type { MemberInfo } from '../engine/membership/view.js';
 import type { SubgroupTypeSpec } from '../engine/subgroups/allocation.js';
@@ -51,4 +51,19 @@ test('a spare placed in a shard whose member is down fetches its whole log; too 
   const thin = planRestart(last, member(0), [report(0, {}), report(2, {}), report(4, {})], types);
   t.deepEqual(thin.view.layout.subgroups, []);
   t.deepEqual(thin.view.basis, last.layout, 'the last layout travels as the basis for the next allocation');
+});
+
+test('restart candidates: the configured leader first, then the last view in its order, each once', (t) => {
+  const c = restartSuccession({ ip: '127.0.0.1', gms_port: 20002 }, last);
+  t.deepEqual(
+    c.map((x) => x.id),
+    [2, 0, 1, 3, 4],
+  );
+  // A configured leader that is not in the last view (moved, or a new address) still comes first.
+  const d = restartSuccession({ ip: '10.0.0.9', gms_port: 1 }, last);
+  t.deepEqual(d[0], { ip: '10.0.0.9', gms_port: 1, id: null });
+  t.is(d.length, 6);
+  // Two restart views with the same vid and other members are told apart.
+  t.not(viewIdentity({ vid: 9, members: [member(0), member(2)] }), viewIdentity({ vid: 9, members: [member(1), member(2)] }));
+  t.is(viewIdentity({ vid: 9, members: [member(0), member(2)] }), viewIdentity({ vid: 9, members: [member(0), member(2)] }));
 });

@@ -19,7 +19,7 @@ import type { Decision } from './gms-core.js';
 import { type Contact, requestAdmission } from './join-client.js';
 import { BATCH_OVERHEAD_BYTES, forEachInBatch, Outbox, type Settle } from './outbox.js';
 import { RememberedView, type StoredView } from './remembered-view.js';
-import { planRestart, type RestartReport, restartQuorum, shardName } from './restart-plan.js';
+import { planRestart, type RestartReport, restartQuorum, restartSuccession, shardName, viewIdentity } from './restart-plan.js';
 import { fetchState, StateTransferServer } from './state-transfer.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo, summarize, type View, type ViewSummary } from './view.js';
 import { allShards, EPOCHS, type SharedMulticastSettings, type ShardRef, ViewInstance } from './view-instance.js';
@@ -112,6 +112,10 @@ const VIEW_TIMES_KEPT = 100;
 /** Pause between rejoin attempts of a member that lost its majority. */
 const REJOIN_RETRY_MS = 200;
 const HELLO_RETRY_MS = 20;
+/** A restart candidate leads after its place in the succession times this many timeout_ms of nobody ahead answering. */
+const RESTART_GRACE_TIMEOUTS = 3;
+/** How often restarting members look for a candidate ahead of them (or a running group). */
+const RESTART_PROBE_MS = 500;
 
 /** vid << 32 | index as a safe integer (the tables hold i64 cells as JS numbers). */
 function versionNumber(vid: number, index: number): number {
@@ -136,6 +140,8 @@ export class GroupMember {
   private lastView: View | null = null;
   /** Our hello for the view being installed (answered to peers asking for that view id). */
   private hello: (Hello & { vid: number }) | null = null;
+  /** viewIdentity() of the view `hello` is for (hellos are answered only for the same view). */
+  private helloIdentity: string | null = null;
   private readonly pendingJoins = new Map<number, { member: MemberInfo; reply: (a: unknown) => void }>();
   private readonly outboxes = new Map<string, Outbox>();
   /** Durable sends delivered here, waiting for the shard's persistence frontier (in version order). */
@@ -191,9 +197,10 @@ export class GroupMember {
         const contacts = (last?.members ?? []).filter((m) => m.id !== opts.self.id).map((m) => ({ ip: m.ip, gms_port: m.gms_port }));
         if (contacts.length > 0 && (await gm.rejoinRemembered(contacts))) {
           // joined the group that still runs
-        } else if (last !== null) await gm.restartFrom(last);
+        } else if (last !== null) await gm.restartAsMember(last);
         else await gm.install({ vid: 0, members: [opts.self], layout: gm.allocate([opts.self.id]) ?? { subgroups: [] } }, null, []);
-      } else await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader], last);
+      } else if (last !== null) await gm.restartAsMember(last);
+      else await gm.joinLoop(Date.now() + (opts.join_timeout_ms ?? 60_000), [opts.leader]);
       return gm;
     } catch (err) {
       await gm.close();
@@ -436,7 +443,7 @@ export class GroupMember {
   private onControl(req: Record<string, unknown>, reply: (a: unknown) => void, closed: Promise<void>): void {
     if (req.type === 'hello') {
       const vid = Number(req.vid);
-      if (this.hello !== null && this.hello.vid === vid) reply({ type: 'hello', hello: this.hello });
+      if (this.hello !== null && this.hello.vid === vid && (req.identity === undefined || req.identity === this.helloIdentity)) reply({ type: 'hello', hello: this.hello });
       else reply({ type: 'not_ready', vid: this.hello?.vid ?? -1 });
       return;
     }
@@ -514,7 +521,7 @@ export class GroupMember {
     // Allocation goes on from the layout the others use (an inadequate view carries it).
     this.lastLayout = welcome.view.basis ?? null;
     this.lastView = null;
-    await this.install(welcome.view, null, welcome.fetches);
+    await this.install(welcome.view, null, welcome.fetches, welcome.restart);
   }
 
   // ---- total restart (restart-plan.ts) -------------------------------------------------------
@@ -551,20 +558,102 @@ export class GroupMember {
   }
 
   /**
-   * Restarts the group after a total shutdown (we are its configured leader and nobody runs it):
-   * waits, bounded by join_timeout_ms, for a majority of the last view with a member of every
-   * shard, then installs the next view with every member back; per shard the longest log is the
-   * source the others fetch from.
+   * Comes back from a total shutdown (or a restart of this member alone): through the first
+   * restart candidate that answers (restartSuccession: the configured leader, then the members of
+   * the last view), which leads the restart, redirects to the group that runs, or joins one
+   * itself. When every candidate ahead of us is unreachable, we lead, after a grace that grows
+   * with our place (so the configured leader, a moment slower to start, still leads as a rule).
    */
-  private async restartFrom(last: StoredView): Promise<void> {
+  private async restartAsMember(last: StoredView): Promise<void> {
+    const succession = restartSuccession(this.opts.leader, last);
+    const me = succession.findIndex((c) => c.ip === this.self.ip && c.gms_port === this.self.gms_port);
+    const started = Date.now();
+    const deadline = started + (this.opts.join_timeout_ms ?? 60_000);
+    const grace_ms = RESTART_GRACE_TIMEOUTS * this.opts.timeout_ms;
+    let lastError = 'no candidate answered';
+    while (Date.now() < deadline && (this.state as MemberState) !== 'closed') {
+      let target: Contact | null = null;
+      for (let k = 0; k < succession.length && k !== me; k++) {
+        if ((await this.probe(succession[k]!)) !== null) {
+          target = succession[k]!;
+          break;
+        }
+      }
+      if (target === null && me >= 0 && Date.now() - started >= me * grace_ms) {
+        if (me === 0) this.log.info('restart: leading');
+        else this.log.warn({ candidates_ahead: me }, 'restart: no candidate ahead of this member answers: leading');
+        target = await this.restartFrom(last, succession.slice(0, me), deadline);
+        if (target === null) return;
+      }
+      if (target !== null) {
+        try {
+          await this.joinLoop(Math.min(deadline, Date.now() + 10 * this.opts.timeout_ms), [target], last);
+          return;
+        } catch (err) {
+          const code = (err as TempestError).code;
+          if (code !== 'ERR_MEMBERSHIP_JOIN' && code !== 'ERR_MEMBERSHIP_RESTART_INCOMPLETE') throw err;
+          lastError = (err as Error).message;
+          this.log.info({ err: lastError }, 'restart: trying the candidates again');
+        }
+      }
+      await new Promise((r) => setTimeout(r, RESTART_PROBE_MS));
+    }
+    throw new TempestError('ERR_MEMBERSHIP_RESTART', `member ${this.self.id} could not come back into the group of view ${last.vid} within join_timeout_ms: ${lastError}`);
+  }
+
+  /** A candidate's state (`member`, `restarting`, ...), or null when it does not answer. */
+  private async probe(c: Contact): Promise<string | null> {
+    try {
+      const a = await controlRequest(c.ip, c.gms_port, { type: 'status' }, 2 * this.opts.timeout_ms);
+      return typeof a.state === 'string' ? a.state : 'unknown';
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Leads a restart after a total shutdown: waits, bounded by `deadline`, for a majority of the
+   * last view with a member of every shard, then installs the next view with every member back;
+   * per shard the longest log is the source the others fetch from. Gives way (returns whom to
+   * join) when a candidate ahead of us answers, or when a member of the last view already runs a
+   * group; returns null once the restart view is installed. A restart view that not every member
+   * installed is gathered again.
+   */
+  private async restartFrom(last: StoredView, ahead: readonly Contact[], deadline: number): Promise<Contact | null> {
+    for (;;) {
+      const got = await this.gatherRestart(last, ahead, deadline);
+      if (!Array.isArray(got)) return got;
+      try {
+        await this.installRestart(last, got);
+        return null;
+      } catch (err) {
+        if ((err as TempestError).code !== 'ERR_MEMBERSHIP_RESTART_INCOMPLETE' || Date.now() >= deadline) throw err;
+        this.log.warn({ err: (err as Error).message }, 'restart: the view was not installed by every member; gathering again');
+      }
+    }
+  }
+
+  private async gatherRestart(last: StoredView, ahead: readonly Contact[], deadline: number): Promise<{ report: RestartReport; reply: (a: unknown) => void }[] | Contact> {
     this.state = 'restarting';
-    const deadline = Date.now() + (this.opts.join_timeout_ms ?? 60_000);
     this.log.info({ vid: last.vid, members: last.members.map((m) => m.id) }, 'restart: waiting for a majority of the last view');
+    const others = last.members.filter((m) => m.id !== this.self.id);
     let lastReason = '';
+    let nextProbe = 0;
     for (;;) {
       if ((this.state as MemberState) === 'closed') throw new TempestError('ERR_MEMBERSHIP_CLOSED', 'closed while restarting');
-      const back = new Set([this.self.id, ...this.restartJoins.keys()]);
-      const q = restartQuorum(last, back);
+      const q = restartQuorum(last, new Set([this.self.id, ...this.restartJoins.keys()]));
+      // Before waiting longer, and once more before going ahead: someone with a better claim?
+      if (q.ok || Date.now() >= nextProbe) {
+        nextProbe = Date.now() + RESTART_PROBE_MS;
+        const giveWay = await this.betterRestartLeader(ahead, others);
+        if (giveWay !== null) {
+          for (const j of this.restartJoins.values()) j.reply({ type: 'retry', reason: `member ${this.self.id} gives way to ${giveWay.ip}:${giveWay.gms_port}` });
+          this.restartJoins.clear();
+          this.state = 'joining';
+          this.log.warn({ to: giveWay }, 'restart: giving way');
+          return giveWay;
+        }
+      }
       if (q.ok) break;
       if (q.reason !== lastReason) this.log.info({ reason: q.reason }, 'restart: waiting');
       lastReason = q.reason;
@@ -580,6 +669,17 @@ export class GroupMember {
     }
     const joins = [...this.restartJoins.values()];
     this.restartJoins.clear();
+    return joins;
+  }
+
+  /** A candidate ahead of us that answers, or a member of the last view in a running group; null when neither. */
+  private async betterRestartLeader(ahead: readonly Contact[], others: readonly MemberInfo[]): Promise<Contact | null> {
+    for (const c of ahead) if ((await this.probe(c)) !== null) return c;
+    for (const m of others) if ((await this.probe(m)) === 'member') return m;
+    return null;
+  }
+
+  private async installRestart(last: StoredView, joins: { report: RestartReport; reply: (a: unknown) => void }[]): Promise<void> {
     const mine: RestartReport = { member: this.self, vid: last.vid, versions: this.localVersions(last) };
     const plan = planRestart(last, this.self, [mine, ...joins.map((j) => j.report)], this.opts.types);
     this.log.info({ vid: plan.view.vid, members: plan.view.members.map((m) => m.id), sources: plan.sources }, 'restart: the group resumes; the longest log of each shard is its source');
@@ -587,11 +687,11 @@ export class GroupMember {
     this.lastView = null;
     for (const j of joins) {
       const id = j.report.member.id;
-      j.reply({ type: 'welcome', view: plan.view, fetches: plan.fetches.get(id) ?? [], offers: plan.offers.get(id) ?? [] });
+      j.reply({ type: 'welcome', view: plan.view, fetches: plan.fetches.get(id) ?? [], offers: plan.offers.get(id) ?? [], restart: true });
     }
     this.offerState(plan.view, plan.offers.get(this.self.id) ?? []);
     this.state = 'joining';
-    await this.install(plan.view, null, plan.fetches.get(this.self.id) ?? []);
+    await this.install(plan.view, null, plan.fetches.get(this.self.id) ?? [], true);
   }
 
   /** Offers our log of each listed shard of `view` to the members that fetch it (restart sources). */
@@ -728,7 +828,13 @@ export class GroupMember {
    * Installs `view`: prepares its tables, swaps hellos with every member (bounded), closes the
    * previous view, fetches state for shards new to us, then resumes sending.
    */
-  private async install(view: View, prev: ViewInstance | null, joinerFetches: { subgroup: number; shard: number; source: number }[] | null): Promise<void> {
+  /**
+   * Installs `view`. A restart view (the first after a total shutdown) is all or nothing: every
+   * member must answer its hello, else ERR_MEMBERSHIP_RESTART_INCOMPLETE and the restart is
+   * gathered again. Two candidates leading a restart at once could otherwise both go on (a member
+   * counted by one that moved to the other would just be suspected).
+   */
+  private async install(view: View, prev: ViewInstance | null, joinerFetches: { subgroup: number; shard: number; source: number }[] | null, restart = false): Promise<void> {
     const t0 = performance.now();
     // Shards new to us wait for their state: a joiner is told its sources, a member works them out.
     const fetches: { ref: ShardRef; source: number }[] = [];
@@ -756,6 +862,7 @@ export class GroupMember {
       throw err;
     }
     this.hello = { vid: view.vid, id: this.self.id, provider: this.fabric.provider, address: this.fabric.address().toString('base64'), regions: inst.helloRegions() };
+    this.helloIdentity = viewIdentity(view);
     let hellos: Awaited<ReturnType<GroupMember['exchangeHellos']>>;
     try {
       // Members the old view already suspects (a value decided before they failed) are not
@@ -763,7 +870,14 @@ export class GroupMember {
       const dead = new Set<number>();
       if (prev?.core) prev.view.members.forEach((m, r) => prev.core!.suspects(r) && dead.add(m.id));
       hellos = await this.exchangeHellos(view, 3 * this.opts.timeout_ms, dead);
+      if (restart && hellos.size < view.members.length - 1) {
+        const missing = view.members.filter((m) => m.id !== this.self.id && !hellos.has(m.id)).map((m) => m.id);
+        throw new TempestError('ERR_MEMBERSHIP_RESTART_INCOMPLETE', `restart view ${view.vid}: members ${missing.join(', ')} did not install it`);
+      }
     } catch (err) {
+      // Not installed here: stop answering its hellos, so nobody completes it counting on us.
+      this.hello = null;
+      this.helloIdentity = null;
       this.retire(view, inst.close());
       throw err;
     }
@@ -884,7 +998,7 @@ export class GroupMember {
         .map(async (m) => {
           while (Date.now() < deadline && this.state !== 'closed') {
             try {
-              const a = await controlRequest(m.ip, m.gms_port, { type: 'hello', vid: view.vid }, Math.max(50, Math.min(1000, deadline - Date.now())));
+              const a = await controlRequest(m.ip, m.gms_port, { type: 'hello', vid: view.vid, identity: viewIdentity(view) }, Math.max(50, Math.min(1000, deadline - Date.now())));
               if (a.type === 'hello') {
                 const h = a.hello as Hello;
                 if (h.provider !== this.fabric.provider) throw new TempestError('ERR_TRANSPORT_PROVIDER_MISMATCH', `member ${m.id} runs libfabric provider "${h.provider}", this member "${this.fabric.provider}"`);

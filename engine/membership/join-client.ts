@@ -20,6 +20,8 @@ export interface Welcome {
   fetches: { subgroup: number; shard: number; source: number }[];
   /** After a total restart: shards whose state we send to the others (we hold the longest log). */
   offers: { subgroup: number; shard: number }[];
+  /** The first view after a total shutdown (installed by all of its members, or by none). */
+  restart: boolean;
 }
 
 const JOIN_RETRY_MS = 200;
@@ -52,7 +54,7 @@ export async function requestAdmission(opts: {
         target = answer.leader as Contact;
         continue;
       }
-      if (answer.type === 'welcome') return { view: answer.view as View, fetches: (answer.fetches as Welcome['fetches']) ?? [], offers: (answer.offers as Welcome['offers']) ?? [] };
+      if (answer.type === 'welcome') return { view: answer.view as View, fetches: (answer.fetches as Welcome['fetches']) ?? [], offers: (answer.offers as Welcome['offers']) ?? [], restart: answer.restart === true };
       lastError = `${target.ip}:${target.gms_port}: ${String(answer.reason ?? answer.type)}`;
       break;
     }

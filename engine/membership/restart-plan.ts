@@ -111,3 +111,39 @@ export function planRestart(last: StoredView, leader: MemberInfo, reports: reado
   }
   return { view, fetches, offers, sources };
 }
+
+/** A member that may lead a total restart, in the order they are tried. */
+export interface RestartCandidate {
+  ip: string;
+  gms_port: number;
+  /** Its id when it is a member of the last view (the configured leader may not be). */
+  id: number | null;
+}
+
+/**
+ * Who leads a total restart, in priority order: the configured leader, then the members of the
+ * last view in their order there (each once). A member leads only when every candidate ahead of
+ * it is unreachable, and gives way as soon as one of them answers.
+ */
+export function restartSuccession(leader: { ip: string; gms_port: number }, last: StoredView): RestartCandidate[] {
+  const out: RestartCandidate[] = [];
+  const seen = new Set<string>();
+  const add = (ip: string, gms_port: number, id: number | null) => {
+    const k = `${ip}:${gms_port}`;
+    if (seen.has(k)) return;
+    seen.add(k);
+    out.push({ ip, gms_port, id });
+  };
+  add(leader.ip, leader.gms_port, last.members.find((m) => m.ip === leader.ip && m.gms_port === leader.gms_port)?.id ?? null);
+  for (const m of last.members) add(m.ip, m.gms_port, m.id);
+  return out;
+}
+
+/**
+ * A restart view's identity beyond its vid: two candidates that both lead a restart may pick the
+ * same vid, never the same members (each member joins one of them). Hellos for a restart view are
+ * answered only for the same identity, so a member never completes a restart view it is not in.
+ */
+export function viewIdentity(view: { vid: number; members: readonly { id: number }[] }): string {
+  return `${view.vid}:${view.members.map((m) => m.id).join(',')}`;
+}
