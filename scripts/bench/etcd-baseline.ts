@@ -599,7 +599,7 @@ export interface EtcdPutLoadResult {
 }
 
 /** CPU seconds (user + system) a process has used, from /proc (NaN when gone). */
-function procCpuSeconds(pid: number): number {
+export function procCpuSeconds(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -610,7 +610,7 @@ function procCpuSeconds(pid: number): number {
 }
 
 /** Machine-wide CPU jiffies from /proc/stat (user includes nice, idle includes iowait), and the number of CPUs. */
-function machineCpu(): { total: number; idle: number; user: number; system: number; irq: number; steal: number; cpus: number } {
+export function machineCpu(): { total: number; idle: number; user: number; system: number; irq: number; steal: number; cpus: number } {
   const lines = readFileSync('/proc/stat', 'utf8').split('\n');
   const f = lines[0]!.trim().split(/\s+/).slice(1).map(Number);
   const at = (i: number) => f[i] ?? 0;

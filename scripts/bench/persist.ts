@@ -22,7 +22,10 @@
  * member's event loop on this machine, beside the same 3-member etcd.
  *
  * Ratios (last line, JSON) are at the highest concurrency: rate_vs_etcd (ours / etcd's) and
- * p50_vs_etcd (ours / etcd's); p50_c1_vs_etcd compares one update at a time.
+ * p50_vs_etcd (ours / etcd's); p50_c1_vs_etcd compares one update at a time. Each point also has
+ * cpu_us_per_update (user + system CPU of the processes doing the work, from /proc, over the
+ * measured window, per acknowledged update) and machine_busy_cores: on a CPU-bound machine the
+ * rate ratio is the inverse of the CPU-per-update ratio.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,7 +36,7 @@ import type { MemberInfo } from '../../engine/membership/view.js';
 import type { CacheProcessArgs } from '../lib/cache-process.js';
 import { Child, freePorts, killAll, type Msg } from '../lib/child.js';
 import { percentile } from '../lib/latency.js';
-import { ensureEtcd, runEtcdPutLoad, startEtcdCluster, type EtcdCluster } from './etcd-baseline.js';
+import { ensureEtcd, machineCpu, procCpuSeconds, runEtcdPutLoad, startEtcdCluster, type EtcdCluster } from './etcd-baseline.js';
 
 const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../lib/cache-process.js');
 const { values } = parseArgs({
@@ -72,6 +75,16 @@ interface Point {
   rate_per_s: number;
   p50_ms: number;
   p99_ms: number;
+  /** CPU (user + system) of every process doing the work, per acknowledged update, in the measured window: Tempest's members (their senders included); etcd's members and the load's client. */
+  cpu_us_per_update: number;
+  /** The whole machine's busy cores in the measured window (of machine_cores). */
+  machine_busy_cores: number;
+}
+
+/** CPU of `pids` and of the machine now, to difference over a window. */
+function cpuMark(pids: readonly number[]): { procs_s: number; busy: number; total: number; cpus: number } {
+  const m = machineCpu();
+  return { procs_s: pids.reduce((a, p) => a + procCpuSeconds(p), 0), busy: m.total - m.idle, total: m.total, cpus: m.cpus };
 }
 
 async function tempest(root: string): Promise<{ points: (Point & { p50_delivered_ms: number; p50_acknowledged_ms: number })[] }> {
@@ -97,18 +110,25 @@ async function tempest(root: string): Promise<{ points: (Point & { p50_delivered
     for (const c of concurrencies) {
       // Spread over the 3 senders; one update at a time uses one sender.
       const per = ids.map((i) => Math.floor(c / MEMBERS) + (i < c % MEMBERS ? 1 : 0)).filter((x) => x > 0);
+      // CPU over the measured window (the members measure the same window from their own clocks).
+      const marks: ReturnType<typeof cpuMark>[] = [];
+      const timers = [setTimeout(() => marks.push(cpuMark(procs.map((p) => p.pid))), WARMUP_MS), setTimeout(() => marks.push(cpuMark(procs.map((p) => p.pid))), WARMUP_MS + DURATION_MS)];
       const done = await Promise.all(
         per.map((cc, i) =>
           ask(i, { cmd: 'puts', count: MAX_PUTS_PER_SENDER, prefix: `c${c}-${i}-`, concurrency: cc, value_bytes: VALUE_BYTES, return_latencies: true, warmup_ms: WARMUP_MS, duration_ms: DURATION_MS }, 'puts-done', WARMUP_MS + DURATION_MS + 120_000),
         ),
       );
       const seconds = DURATION_MS / 1000;
+      for (const t of timers) clearTimeout(t);
+      if (marks.length < 2) marks.push(cpuMark(procs.map((p) => p.pid)));
       const lat = new Float64Array(done.flatMap((d) => d.latencies_ms as number[])).sort();
       const ops = done.reduce((a, d) => a + (d.acked as number), 0);
       const failed = done.reduce((a, d) => a + (d.failed as number), 0);
       if (failed > 0) throw new Error(`${failed} updates failed: ${JSON.stringify(done.map((d) => d.failures))}`);
-      const p = { concurrency: c, ops, rate_per_s: ops / seconds, p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99), p50_delivered_ms: Math.max(...done.map((d) => d.p50_delivered_ms as number)), p50_acknowledged_ms: Math.max(...done.map((d) => d.p50_acknowledged_ms as number)) };
-      progress(`tempest: concurrency ${c}: ${Math.round(p.rate_per_s)} updates/s, p50 ${p.p50_ms.toFixed(2)} ms, p99 ${p.p99_ms.toFixed(2)} ms (delivered p50 ${p.p50_delivered_ms.toFixed(2)}, persisted everywhere p50 ${p.p50_acknowledged_ms.toFixed(2)})`);
+      const [m0, m1] = [marks[0]!, marks[1]!];
+      const cpu = { cpu_us_per_update: ((m1.procs_s - m0.procs_s) * 1e6) / ops, machine_busy_cores: (m1.cpus * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total) };
+      const p = { concurrency: c, ops, rate_per_s: ops / seconds, p50_ms: percentile(lat, 0.5), p99_ms: percentile(lat, 0.99), ...cpu, p50_delivered_ms: Math.max(...done.map((d) => d.p50_delivered_ms as number)), p50_acknowledged_ms: Math.max(...done.map((d) => d.p50_acknowledged_ms as number)) };
+      progress(`tempest: concurrency ${c}: ${Math.round(p.rate_per_s)} updates/s, p50 ${p.p50_ms.toFixed(2)} ms, p99 ${p.p99_ms.toFixed(2)} ms (delivered p50 ${p.p50_delivered_ms.toFixed(2)}, persisted everywhere p50 ${p.p50_acknowledged_ms.toFixed(2)}; ${Math.round(p.cpu_us_per_update)} µs CPU per update in all members, machine ${p.machine_busy_cores.toFixed(2)} cores busy)`);
       points.push(p);
     }
     return { points };
@@ -134,7 +154,9 @@ async function etcd(root: string): Promise<{ points: Point[]; version: string | 
       const r = await runEtcdPutLoad({ endpoints: cluster.endpoints, value_bytes: VALUE_BYTES, concurrency: c, warmup_ms: WARMUP_MS, duration_ms: DURATION_MS, pids: cluster.pids });
       if (r.errors > 0) progress(`etcd: ${r.errors} puts failed (${r.first_error})`);
       progress(`etcd:    concurrency ${c}: ${Math.round(r.rate_per_s)} puts/s, p50 ${r.p50_ms.toFixed(2)} ms, p99 ${r.p99_ms.toFixed(2)} ms (other load on the machine: ${r.cpu_cores.other.toFixed(2)} cores)`);
-      points.push({ concurrency: c, ops: r.ops, rate_per_s: r.rate_per_s, p50_ms: r.p50_ms, p99_ms: r.p99_ms });
+      const etcdCores = r.cpu_cores.client + (r.cpu_cores.etcd ?? []).reduce((a, b) => a + b, 0);
+      points.push({ concurrency: c, ops: r.ops, rate_per_s: r.rate_per_s, p50_ms: r.p50_ms, p99_ms: r.p99_ms, cpu_us_per_update: (etcdCores * r.measured_s * 1e6) / r.ops, machine_busy_cores: r.cpu_cores.machine_busy });
+      progress(`etcd:    concurrency ${c}: ${Math.round(points.at(-1)!.cpu_us_per_update)} µs CPU per put in etcd and its client`);
     }
     return { points, version: cluster.version };
   } finally {
@@ -165,8 +187,8 @@ try {
     durability: 'tempest: fdatasync on every member before acknowledging (group commit per event-loop turn); etcd: WAL fsync on a majority',
     etcd_version: theirs.version,
     tempest_config: OVERRIDES.map((o) => o.slice(2)),
-    tempest: ours.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), p50_delivered_ms: round(p.p50_delivered_ms), p50_acknowledged_ms: round(p.p50_acknowledged_ms) })),
-    etcd: theirs.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms) })),
+    tempest: ours.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), p50_delivered_ms: round(p.p50_delivered_ms), p50_acknowledged_ms: round(p.p50_acknowledged_ms), cpu_us_per_update: round(p.cpu_us_per_update, 1), machine_busy_cores: round(p.machine_busy_cores) })),
+    etcd: theirs.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), cpu_us_per_update: round(p.cpu_us_per_update, 1), machine_busy_cores: round(p.machine_busy_cores) })),
     ratios: {
       concurrency: hi,
       rate_vs_etcd: round(o.rate_per_s / e.rate_per_s, 3),
