@@ -194,7 +194,12 @@ process.on('message', (m: { cmd: string; [k: string]: unknown }) => {
     const r = m.method === 'append' ? cache.orderedSend('append', m.key as string, m.value as string) : cache.orderedSend('put', m.key as string, m.value as string);
     r.all().then(
       async (replies) => report({ type: 'put-one', key: m.key, version: (await r.delivered).version.toString(), replies: replies.size, before_ms, after_ms: Date.now() }),
-      fail,
+      // A reply that failed (a method that threw, a reply over the limit) can come before the
+      // others applied the call: report once it is applied (persisted) everywhere, or known not to be.
+      (err: unknown) => r.delivered.then(
+        () => fail(err),
+        () => fail(err),
+      ),
     );
   } else if (m.cmd === 'traffic') {
     if (m.on && !trafficOn) {
