@@ -1,6 +1,7 @@
 /** State transfer on state_transfer_port (engine/membership/state-transfer.ts): records streamed with backpressure, refusals, and streams cut short. */
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
 import { fetchState, StateTransferServer } from '../engine/membership/state-transfer.js';
 import { layerLogger } from '../engine/util/log.js';
 import { freePorts } from '../scripts/lib/child.js';
@@ -98,4 +99,35 @@ test('no such state, a source that fails, and a stream cut short are ERR_STATE_T
     })(),
     { code: 'ERR_STATE_TRANSFER', message: /ECONNREFUSED/ },
   );
+});
+
+test('records split at every byte boundary (length prefixes included) are reassembled', async (t) => {
+  // A raw server speaking the format, writing one byte per TCP write with pauses between.
+  const records = [Buffer.from('a'), Buffer.alloc(300, 7), Buffer.from('tail')];
+  const frame = (b: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  const header = Buffer.from(JSON.stringify({ ok: true }));
+  const stream = Buffer.concat([frame(header), ...records.map(frame), Buffer.alloc(4)]);
+  const server = createServer((sock) => {
+    sock.setNoDelay(true); // each byte its own segment
+    sock.once('data', async () => {
+      for (const byte of stream) {
+        sock.write(Buffer.from([byte]));
+        await new Promise((r) => setImmediate(r));
+      }
+      sock.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const port = (server.address() as { port: number }).port;
+    const got: Buffer[] = [];
+    for await (const r of fetchState('127.0.0.1', port, 1, 0, 0, -1n, 5_000)) got.push(Buffer.from(r));
+    t.deepEqual(got, records);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
 });

@@ -711,14 +711,7 @@ export class GroupMember {
    */
   private async rejoinRemembered(contacts: Contact[]): Promise<boolean> {
     let groupSeen = false;
-    for (const c of contacts) {
-      try {
-        const a = await controlRequest(c.ip, c.gms_port, { type: 'status' }, 2 * this.opts.timeout_ms);
-        if (a.state === 'member') groupSeen = true;
-      } catch {
-        // not running (connection refused) or not answering
-      }
-    }
+    for (const c of contacts) if ((await this.probe(c)) === 'member') groupSeen = true;
     if (!groupSeen) return false;
     this.log.info({ contacts }, 'the group this member was in still runs: joining it instead of starting one');
     await this.joinLoop(Date.now() + (this.opts.join_timeout_ms ?? 60_000), contacts);

@@ -181,12 +181,20 @@ class RecordParser {
     return out;
   }
 
+  /** The u32 length at the front, without consuming it; null when fewer than 4 bytes are buffered. */
   peekLength(): number | null {
     if (this.buffered < LENGTH_BYTES) return null;
-    const b = this.take(LENGTH_BYTES)!;
-    this.chunks.unshift(b);
-    this.buffered += LENGTH_BYTES;
-    return b.readUInt32BE(0);
+    const head = this.chunks[0]!;
+    if (head.length >= LENGTH_BYTES) return head.readUInt32BE(0);
+    let n = 0;
+    for (let i = 0, c = 0, at = 0; i < LENGTH_BYTES; i++, at++) {
+      while (at >= this.chunks[c]!.length) {
+        c++;
+        at = 0;
+      }
+      n = n * 256 + this.chunks[c]![at]!;
+    }
+    return n;
   }
 }
 

@@ -44,6 +44,8 @@ const STATE_RECORD_BYTES = 1024 * 1024;
 const STATE_ENTRY_OVERHEAD_BYTES = 32;
 /** One client call in a window: client id, request number, outcome. */
 type ClientRecord = [bigint, bigint, Buffer];
+/** The client table as it is encoded (snapshots, state transfer): per client, its remembered [request, outcome] pairs. */
+type ClientTable = [bigint, [bigint, Buffer][]][];
 
 export interface PersistenceSettings {
   file_path: string;
@@ -223,7 +225,7 @@ export class Replica {
     const base = await clients.getBase();
     let after = clients.trimmedVersion;
     if (base !== null && base.version <= upto) {
-      for (const [c, m] of decode(Buffer.from(base.bytes)) as [bigint, [bigint, Buffer][]][]) this.dedup.set(c, new Map(m.map(([q, o]) => [q, Buffer.from(o)])));
+      this.loadClients(decode(Buffer.from(base.bytes)) as ClientTable);
       if (base.version > after) after = base.version;
     }
     for await (const e of clients.entries(after, upto)) {
@@ -349,15 +351,22 @@ export class Replica {
       this.windowVersion = this.lastVersion;
       if (this.snapshotWanted) {
         this.snapshotWanted = false;
-        snapshot = clients.setBase(this.windowVersion, this.encodeClients());
+        snapshot = clients.setBase(this.windowVersion, encode(this.clientTable()));
       }
     }
     await Promise.all([...this.fields.map((f) => f.log.flush()), ...(clients !== null ? [clients.flush()] : []), ...(snapshot !== null ? [snapshot] : [])]);
     return this.persistedVersion;
   }
 
-  private encodeClients(): Buffer {
-    return encode([...this.dedup].map(([c, m]) => [c, [...m]]));
+  /** The client table now, in recency order (a copy: later calls do not change it). */
+  private clientTable(): ClientTable {
+    return [...this.dedup].map(([c, m]) => [c, [...m]]);
+  }
+
+  /** Replaces the client table (outcomes are copied out of the buffer they were decoded from). */
+  private loadClients(table: ClientTable): void {
+    this.dedup.clear();
+    for (const [c, m] of table) this.dedup.set(c, new Map(m.map(([q, o]) => [q, Buffer.from(o)])));
   }
 
   // ---- state transfer ----------------------------------------------------------------------
@@ -370,8 +379,8 @@ export class Replica {
   capture(): (since: bigint) => AsyncIterable<Buffer> {
     const upto = this.lastVersion;
     const lastTimestamp = this.lastTimestamp;
-    const dedup = [...this.dedup].map(([c, m]) => [c, [...m]] as const);
-    return (since: bigint) => this.stateRecords(since, upto, lastTimestamp, dedup);
+    const table = this.clientTable();
+    return (since: bigint) => this.stateRecords(since, upto, lastTimestamp, table);
   }
 
   /**
@@ -379,8 +388,8 @@ export class Replica {
    * field ['field', name, keep, base] and its entries in ['entries', [[v, ts, payload], ...]]
    * batches, then ['end'] (install() refuses a state without it).
    */
-  private async *stateRecords(since: bigint, upto: bigint, lastTimestamp: bigint, dedup: unknown): AsyncGenerator<Buffer> {
-    yield encode(['state', upto, lastTimestamp, dedup, this.fields.length]);
+  private async *stateRecords(since: bigint, upto: bigint, lastTimestamp: bigint, table: ClientTable): AsyncGenerator<Buffer> {
+    yield encode(['state', upto, lastTimestamp, table, this.fields.length]);
     for (const f of this.fields) {
       // The fetcher keeps its log up to the last version both hold (logs of one shard are
       // prefixes of one sequence, so that is the latest entry here at or before its last) and
@@ -423,7 +432,7 @@ export class Replica {
 
   private async installRecords(records: AsyncIterable<Buffer>): Promise<void> {
     const bad = (why: string) => new TempestError('ERR_STATE_TRANSFER', `a malformed state for ${this.type.name}: ${why}`);
-    let head: { upto: bigint; lastTimestamp: bigint; dedup: [bigint, [bigint, Buffer][]][] } | null = null;
+    let head: { upto: bigint; lastTimestamp: bigint; table: ClientTable } | null = null;
     let field: { name: string; log: Log } | null = null;
     let ended = false;
     for await (const record of records) {
@@ -431,7 +440,7 @@ export class Replica {
       const r = decode(record) as unknown[];
       if (!Array.isArray(r)) throw bad('a record is not a list');
       if (r[0] === 'state' && head === null) {
-        head = { upto: r[1] as bigint, lastTimestamp: r[2] as bigint, dedup: r[3] as [bigint, [bigint, Buffer][]][] };
+        head = { upto: r[1] as bigint, lastTimestamp: r[2] as bigint, table: r[3] as ClientTable };
       } else if (r[0] === 'field' && head !== null) {
         const [, name, from, base] = r as [string, string, bigint, [bigint, Buffer] | null];
         const f = this.fields.find((x) => x.name === name);
@@ -447,14 +456,13 @@ export class Replica {
       } else throw bad(`unexpected record "${String(r[0])}"`);
     }
     if (head === null || !ended) throw new TempestError('ERR_STATE_TRANSFER', `the state of ${this.type.name} ended early`);
-    const { upto, lastTimestamp, dedup } = head;
-    this.dedup.clear();
-    for (const [c, m] of dedup) this.dedup.set(c, new Map(m.map(([s, o]) => [s, Buffer.from(o)])));
+    const { upto, lastTimestamp, table } = head;
+    this.loadClients(table);
     if (this.clients !== null) {
       // After the fields: a crash in between leaves the fields past the client log, and recovery
       // cuts them back (the transfer then runs again).
       await this.clients.truncateAfter(-1n);
-      if (upto >= 0n) await this.clients.setBase(upto, this.encodeClients());
+      if (upto >= 0n) await this.clients.setBase(upto, encode(table));
       this.window = [];
       this.windowVersion = upto;
     }
