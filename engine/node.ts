@@ -8,6 +8,7 @@
  */
 import type { TempestConfig } from '../config/index.js';
 import { Group, type HostedType } from './rpc/group.js';
+import { startStoreMember, storeHostedType, type StoreMember } from './store/store-member.js';
 import type { Logger } from './util/log.js';
 
 export interface NodeHandle {
@@ -17,10 +18,18 @@ export interface NodeHandle {
   close(): Promise<void>;
 }
 
+/** Runs a member hosting the store (and `types`, for tools and tests that add their own). */
 export async function startNode(cfg: TempestConfig, log: Logger, types: HostedType[] = []): Promise<NodeHandle> {
   const d = cfg.DERECHO;
-  const group = await Group.start({ config: cfg, types, log: log.child({ member: d.local_id }) });
+  const group = await Group.start({ config: cfg, types: [storeHostedType(cfg), ...types], log: log.child({ member: d.local_id }) });
   const member = group.member;
+  let store: StoreMember;
+  try {
+    store = await startStoreMember(cfg, group, log.child({ member: d.local_id }));
+  } catch (err) {
+    await group.close();
+    throw err;
+  }
   member.onView((v) => log.info({ vid: v.vid, members: v.members.map((m) => m.id), leader: v.leader }, 'view'));
   log.info({ local_id: d.local_id, provider: member.fabric.provider, domain: member.fabric.domain }, 'member started');
   let closing: Promise<void> | undefined;
@@ -33,6 +42,10 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
         `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}. Storage, HTTP and FUSE come next.`
       );
     },
-    close: () => (closing ??= group.close()),
+    close: () =>
+      (closing ??= (async () => {
+        await store.close().catch(() => {});
+        await group.close();
+      })()),
   };
 }

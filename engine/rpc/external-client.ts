@@ -183,10 +183,13 @@ export class ExternalClient {
     throw new TempestError('ERR_RPC_TIMEOUT', `the call did not succeed within call_timeout_ms: ${last?.message ?? 'closed'}`);
   }
 
-  /** @internal */
-  async ordered(type: string, index: number, shard: number, method: string, args: unknown[]): Promise<OrderedOutcome<unknown>> {
+  /**
+   * @internal An ordered call on shard `shard`; `hlc` (the newest timestamp the caller has seen)
+   * makes the call's timestamp later than it.
+   */
+  async ordered(type: string, index: number, shard: number, method: string, args: unknown[], hlc?: bigint): Promise<OrderedOutcome<unknown>> {
     const seq = ++this.seq;
-    const body = encode([type, index, shard, method, args, this.clientId, seq], 'args');
+    const body = encode(hlc === undefined ? [type, index, shard, method, args, this.clientId, seq] : [type, index, shard, method, args, this.clientId, seq, hlc], 'args');
     const [version, list] = decode(await this.call(type, index, shard, KIND_EXTERNAL_ORDERED, body)) as [bigint, [number, boolean, unknown][]];
     const replies: OrderedOutcome<unknown>['replies'] = new Map();
     for (const [id, ok, value] of list) {

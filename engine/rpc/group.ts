@@ -542,12 +542,13 @@ export class Group {
       case KIND_CLUSTER:
         return encode(this.clusterInfo());
       case KIND_EXTERNAL_ORDERED: {
-        const [typeName, index, shard, method, args, client, seq] = decode(req.body) as [string, number, number, string, unknown[], bigint, bigint];
+        const [typeName, index, shard, method, args, client, seq, hlc] = decode(req.body) as [string, number, number, string, unknown[], bigint, bigint, bigint | undefined];
         const type = this.types.get(typeName);
         if (type === undefined) throw new TempestError('ERR_RPC_UNKNOWN_TYPE', `this group does not host type ${typeName}`);
         const ref = this.member.myShard(typeName, index);
         if (ref === undefined || ref.shard !== shard) throw new TempestError('ERR_RPC_NOT_A_REPLICA', `member ${this.myId} is not in shard ${shard} of ${typeName}[${index}]; ask one of its members`);
         if (typeof client !== 'bigint' || typeof seq !== 'bigint' || client === 0n) throw new TempestError('ERR_RPC_MALFORMED', 'an external ordered call needs a client id and a request number');
+        if (typeof hlc === 'bigint') this.clock.observe(hlc);
         const results = this.orderedCall(type, index, method, args, client, seq);
         const replies = await results.replies();
         const out: [number, boolean, unknown][] = [];

@@ -7,7 +7,11 @@
 export const KIND_P2P_CALL = 1;
 /** Binary reply batch (see encodeReplies in group.ts: per reply a 24-byte header, then the codec outcome) -> nothing. Replies of members to an ordered call's origin. */
 export const KIND_ORDERED_REPLIES = 2;
-/** [type, subgroupIndex, shard, method, args, client, seq] -> {version, replies}. An external client's ordered call, relayed. */
+/**
+ * [type, subgroupIndex, shard, method, args, client, seq, hlc?] -> {version, replies}. An external client's ordered call,
+ * relayed. `hlc`, when present, is the newest timestamp the client has seen: the relaying member's clock observes it
+ * before stamping the call, so a client's later update gets a later timestamp in every shard (causal time order).
+ */
 export const KIND_EXTERNAL_ORDERED = 3;
 /** nothing -> ClusterInfo. The current view, with the members' external ports. */
 export const KIND_CLUSTER = 4;

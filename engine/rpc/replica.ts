@@ -26,7 +26,7 @@ import type { Logger } from '../util/log.js';
 import { type CallHeader } from './call-header.js';
 import { decode, encode } from './codec.js';
 import { toErrorRecord } from './errors.js';
-import type { ReplicatedType } from './replicated-type.js';
+import { type ReplicatedType, withUpdate } from './replicated-type.js';
 
 /** Replies remembered per external client (its most recent request numbers). */
 const DEDUP_PER_CLIENT = 256;
@@ -285,7 +285,7 @@ export class Replica {
     let outcome: Buffer | undefined;
     if (header.client !== 0n) outcome = this.lookup(header.client, header.seq); // a retried call: applied once, answered again
     if (outcome === undefined) {
-      outcome = this.run(methodName, args);
+      outcome = withUpdate(version, timestamp, () => this.run(methodName, args));
       if (header.client !== 0n) this.remember(header.client, header.seq, outcome);
     }
     // Replayed by replayClients() with the same lookup-then-remember, so the table comes back identical.

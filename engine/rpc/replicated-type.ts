@@ -31,6 +31,36 @@ export interface ReplicatedType<T extends object = object, O extends string = st
   readonly p2p: readonly P[];
 }
 
+/** The update an ordered method is applied as (set by the framework around the call). */
+export interface UpdateContext {
+  /** `(view id << 32) | sequence`: the version every field of the object records for this update. */
+  readonly version: bigint;
+  /** The update's HLC timestamp (the same on every replica). */
+  readonly timestamp: bigint;
+}
+
+let current: UpdateContext | null = null;
+
+/**
+ * The version and timestamp of the update being applied, for an ordered method that records them
+ * in its state (a store keeps each key's history by version and time). Only valid inside an
+ * ordered method: ordered methods are synchronous, so one slot suffices.
+ */
+export function currentUpdate(): UpdateContext {
+  if (current === null) throw new TempestError('ERR_RPC_NO_UPDATE', 'currentUpdate() is only valid inside an ordered method');
+  return current;
+}
+
+/** @internal Runs `fn` as the update (version, timestamp); used by the replica that applies it. */
+export function withUpdate<R>(version: bigint, timestamp: bigint, fn: () => R): R {
+  current = { version, timestamp };
+  try {
+    return fn();
+  } finally {
+    current = null;
+  }
+}
+
 const NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 /** Declares a replicated class; the lists are checked against a fresh instance. */
