@@ -3,10 +3,11 @@
  * startNode() and close() on SIGINT/SIGTERM. A member starts the group when the configured leader
  * address is its own, and otherwise joins through it (redirected to the current leader); from then
  * on it follows the group's views, restarts from its logs after a total shutdown, and answers
- * external clients on external_port. The store, HTTP and FUSE layers that host replicated state
- * come next; until then the group hosts no replicated types.
+ * external clients on external_port. It hosts the store's shards (engine/store) and, when [HTTP]
+ * is enabled, serves the blob API on [HTTP] host:port for every key, forwarding to the key's shard.
  */
 import type { TempestConfig } from '../config/index.js';
+import { startBlobServer, type BlobServer } from '../blob-api/index.js';
 import { Group, type HostedType } from './rpc/group.js';
 import { startStoreMember, storeHostedType, type StoreMember } from './store/store-member.js';
 import type { Logger } from './util/log.js';
@@ -23,12 +24,23 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   const d = cfg.DERECHO;
   const group = await Group.start({ config: cfg, types: [storeHostedType(cfg), ...types], log: log.child({ member: d.local_id }) });
   const member = group.member;
+  const memberLog = log.child({ member: d.local_id });
   let store: StoreMember;
   try {
-    store = await startStoreMember(cfg, group, log.child({ member: d.local_id }));
+    store = await startStoreMember(cfg, group, memberLog);
   } catch (err) {
     await group.close();
     throw err;
+  }
+  let http: BlobServer | null = null;
+  if (cfg.HTTP.enabled) {
+    try {
+      http = await startBlobServer({ store: store.client, log: memberLog, max_blob_size_bytes: cfg.HTTP.max_blob_size, host: cfg.HTTP.host, port: cfg.HTTP.port });
+    } catch (err) {
+      await store.close().catch(() => {});
+      await group.close();
+      throw err;
+    }
   }
   member.onView((v) => log.info({ vid: v.vid, members: v.members.map((m) => m.id), leader: v.leader }, 'view'));
   log.info({ local_id: d.local_id, provider: member.fabric.provider, domain: member.fabric.domain }, 'member started');
@@ -39,11 +51,14 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
       const view = v === null ? 'not in a view yet' : `in view ${v.vid} with members ${v.members.map((m) => m.id).join(', ')} (leader ${v.leader})`;
       return (
         `Tempest member ${d.local_id}: libfabric ${member.fabric.provider} on ${member.fabric.domain} at ${d.local_ip}:${d.sst_port}, ` +
-        `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}. Storage, HTTP and FUSE come next.`
+        `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}; ` +
+        (http === null ? 'HTTP blob API off.' : `HTTP blob API on http://${cfg.HTTP.host}:${http.port}/v1/.`)
       );
     },
     close: () =>
       (closing ??= (async () => {
+        // Stop taking requests first, so none is cut by the store closing under it.
+        if (http !== null) await http.close().catch(() => {});
         await store.close().catch(() => {});
         await group.close();
       })()),

@@ -111,7 +111,7 @@ if (!avail.ok) {
     await procs[0]!.waitType('ready', 30_000);
     for (let i = 1; i < N; i++) start(i);
     await Promise.all(procs.map((p) => p.waitType('ready', 60_000)));
-    const all5 = await Promise.all(procs.map((p, i) => p.waitFor((m) => isView(m) && viewOf(m).members.length === N, 60_000, `member ${i}: a view of ${N}`)));
+    const all5 = await Promise.all(procs.map((p, i) => p.waitFor((m) => isView(m) && viewOf(m).members.length === N, 60_000, `member ${i}: view of ${N}`)));
     const sharedVid = Math.max(...all5.map((m) => viewOf(m).vid));
     await Promise.all(procs.map((p, i) => p.waitFor((m) => isView(m) && viewOf(m).vid === sharedVid, 30_000, `member ${i}: view ${sharedVid}`)));
     t.log(`group of ${N} in view ${sharedVid}`);
@@ -128,7 +128,7 @@ if (!avail.ok) {
     await tp.partition(MINORITY);
     t.log(`partitioned {${MINORITY.join(',')}} onto ${tp.bridgeB} (connectivity checked in ${Math.round(performance.now() - tPartition)} ms)`);
     const [majorityViews, failures] = await Promise.all([
-      Promise.all(MAJORITY.map((i) => waitAfter(i, tPartition, (m) => isView(m) && viewOf(m).vid > sharedVid && ids(viewOf(m)).join() === MAJORITY.join(), 10_000, `a view of {${MAJORITY.join(',')}}`))),
+      Promise.all(MAJORITY.map((i) => waitAfter(i, tPartition, (m) => isView(m) && viewOf(m).vid > sharedVid && ids(viewOf(m)).join() === MAJORITY.join(), 10_000, `view of {${MAJORITY.join(',')}}`))),
       Promise.all(MINORITY.map((i) => waitAfter(i, tPartition, (m) => m.type === 'send-failed', 10_000, 'send-failed'))),
     ]);
     const majorityVid = viewOf(majorityViews[0]!).vid;
@@ -178,8 +178,8 @@ if (!avail.ok) {
     const tHeal = performance.now();
     await tp.heal();
     t.log(`healed (connectivity checked in ${Math.round(performance.now() - tHeal)} ms)`);
-    const full = await waitAfter(0, tHeal, (m) => isView(m) && viewOf(m).vid > majorityVid && viewOf(m).members.length === N, 30_000, `a view of ${N} after healing`);
-    const rejoined = await Promise.all(procs.map((_, i) => waitAfter(i, tHeal, (m) => isView(m) && viewOf(m).vid >= viewOf(full).vid && viewOf(m).members.length === N, 30_000, `a view of ${N} after healing`)));
+    const full = await waitAfter(0, tHeal, (m) => isView(m) && viewOf(m).vid > majorityVid && viewOf(m).members.length === N, 30_000, `view of ${N} after healing`);
+    const rejoined = await Promise.all(procs.map((_, i) => waitAfter(i, tHeal, (m) => isView(m) && viewOf(m).vid >= viewOf(full).vid && viewOf(m).members.length === N, 30_000, `view of ${N} after healing`)));
     t.log(`heal → all ${N} in one view (vid ${viewOf(full).vid}): ${rejoined.map((m, i) => `member ${i} ${Math.round(at(m) - tHeal)} ms`).join(', ')}`);
     t.log(`views after the partition: ${procs.map((_, i) => `member ${i}: ${viewsOf(i).filter((v) => v.at > tPartition).map((v) => `${v.view.vid}{${ids(v.view).join(',')}}`).join(' ')}`).join('; ')}`);
 

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePorts } from '../../scripts/lib/child.js';
+import { listenablePorts } from './group.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = path.join(ROOT, 'bin', 'tempest.mjs');
@@ -43,7 +43,7 @@ export class StoreCluster {
   ) {}
 
   static async create(n: number, opts: StoreClusterOptions = {}): Promise<StoreCluster> {
-    const ports = await freePorts(PORTS_PER_MEMBER * n);
+    const ports = await listenablePorts(PORTS_PER_MEMBER * n, '127.0.0.1');
     const root = mkdtempSync(path.join(tmpdir(), 'tempest-store-'));
     const nodes = Array.from({ length: n }, (_, i): StoreNode => {
       const p = ports.slice(i * PORTS_PER_MEMBER, (i + 1) * PORTS_PER_MEMBER);
