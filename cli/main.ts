@@ -98,8 +98,10 @@ every byte is kept by several replicas that agree on one order of updates, every
 as a timestamped version, and any past moment can be read back as a consistent snapshot.
 This starts the ready 3-member layout of config/local on 127.0.0.1 (data under ./data): node0
 starts the group and node1 and node2 join it; each prints a line once it is in a view. Kill one
-member (kill -9) and the others go on in a new view within about timeout_ms. The HTTP API and
-the FUSE mount come with later work. Press Ctrl-C to stop every member.
+member (kill -9) and the others go on in a new view within about timeout_ms. Each member serves
+the HTTP blob API for every key: http://127.0.0.1:8080/v1/ (node0), :8081 (node1), :8082 (node2),
+for example  curl -T photo.jpg http://127.0.0.1:8080/v1/blobs/photos/cat.jpg . The FUSE mount
+comes with later work. Press Ctrl-C to stop every member.
 
 `;
 

@@ -75,7 +75,7 @@ export const SCHEMA = {
   STORE: {
     shards: { type: 'uint', default: 1, min: 1, max: 1024, doc: 'shards the store subgroup splits keys over (by hash); fixed while data exists' },
     members_per_shard: { type: 'uint', default: 3, min: 1, max: 255, doc: 'replicas of each shard (each holds every byte of its keys)' },
-    upload_window: { type: 'uint', default: 4, min: 1, max: 64, doc: 'chunks of one upload in flight at once (memory per upload is about this many block_size chunks)' },
+    upload_window: { type: 'uint', default: 8, min: 1, max: 64, doc: 'chunks of one upload in flight at once (memory per upload is about this many block_size chunks)' },
     stable_wait_ms: { type: 'uint', default: 10000, min: 100, max: 600000, doc: 'longest a read at a past time waits for that time to become stable in every shard, in milliseconds' },
     chunk_grace_ms: { type: 'uint', default: 600000, min: 0, max: 9007199254740991, doc: 'age after which a chunk no version refers to (an aborted upload) is collected, in milliseconds' },
     collect_interval_ms: { type: 'uint', default: 60000, min: 100, max: 86400000, doc: 'how often each shard looks for unreferenced chunks to collect, in milliseconds' },

@@ -214,6 +214,18 @@ test('tempest up (npm start) runs the 3-member layout: every member reports its 
   );
   t.deepEqual(lines().map((l) => l.slice(0, 7)).sort(), ['[node0]', '[node1]', '[node2]']);
   t.regex(lines().find((l) => l.startsWith('[node0]'))!, /in view 0 with members 0 \(leader 0\)/, 'node0 started the group');
+  t.regex(lines().find((l) => l.startsWith('[node1]'))!, /HTTP blob API on http:\/\/127\.0\.0\.1:8081\/v1\//);
+  // What a new user does next: put a blob through one member, read it from the others.
+  const put = await fetch('http://127.0.0.1:8080/v1/blobs/readme/hello.txt', { method: 'PUT', body: 'hello from npm start\n', signal: AbortSignal.timeout(30_000) });
+  t.is(put.status, 201, await put.clone().text());
+  const { version } = (await put.json()) as { version: string };
+  for (const port of [8081, 8082]) {
+    // Acknowledged means durable on every replica of the shard: any member reads it at once.
+    const got = await fetch(`http://127.0.0.1:${port}/v1/blobs/readme/hello.txt`, { signal: AbortSignal.timeout(10_000) });
+    t.is(got.status, 200, `GET from :${port}`);
+    t.is(got.headers.get('x-tempest-version'), version);
+    t.is(await got.text(), 'hello from npm start\n');
+  }
   process.kill(child.pid!, 'SIGINT');
   t.is(await within(exit, EXIT_TIMEOUT_MS, 'tempest up did not stop after Ctrl-C'), 0, err);
   t.true(readFileSync(path.join(dir, 'data', 'node0', 'membership-view.json'), 'utf8').includes('"members"'), 'the last view is remembered under ./data');

@@ -149,6 +149,7 @@ export class GroupMember {
   /** What this member reported persisted per shard (carried into each new view's table). */
   private readonly persistedHere = new Map<string, number>();
   private readonly viewListeners: ((v: ViewSummary) => void)[] = [];
+  private readonly lostMajorityListeners: ((reason: string) => void)[] = [];
   /** Shards whose state is still arriving here: deliveries wait. */
   private readonly awaitingState = new Set<string>();
   private changing = false;
@@ -226,6 +227,14 @@ export class GroupMember {
     this.viewListeners.push(fn);
     const s = this.summary();
     if (s !== null) fn(s);
+  }
+
+  /**
+   * Called when this member finds itself outside a majority view (a minority side, or excluded),
+   * after it stopped taking updates; it then keeps asking to rejoin unless its owner closes it.
+   */
+  onLostMajority(fn: (reason: string) => void): void {
+    this.lostMajorityListeners.push(fn);
   }
 
   /** My shard of subgroup `subgroupIndex` of `type` in the current view, if any. */
@@ -1104,6 +1113,7 @@ export class GroupMember {
       });
     };
     attempt();
+    for (const fn of this.lostMajorityListeners) fn(reason);
   }
 
   async close(): Promise<void> {

@@ -55,7 +55,7 @@ export interface StoreClientOptions {
   local?: LocalReplicas;
 }
 
-const DEFAULT_UPLOAD_WINDOW = 4;
+const DEFAULT_UPLOAD_WINDOW = 8;
 const DEFAULT_READ_AHEAD = 4;
 const DEFAULT_STABLE_WAIT_MS = 10_000;
 const DEFAULT_WATCH_POLL_MS = 200;

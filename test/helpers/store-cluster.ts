@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,6 +77,10 @@ export class StoreCluster {
       `--PERS/ramdisk_path=${path.join(this.nodes[i]!.dataDir, 'shm')}`,
       `--HTTP/port=${p[5]}`,
       '--FUSE/enabled=false',
+      // Failure detection after 3 s instead of 1: these members share 2 cores with another test
+      // file's processes in CI, and what the store tests check is what survives a failure, not
+      // how fast it is noticed (bench:membership measures that).
+      '--DERECHO/timeout_ms=3000',
       `--STORE/shards=${o.shards ?? 1}`,
       `--STORE/members_per_shard=${o.members_per_shard ?? this.nodes.length}`,
       ...(o.overrides ?? []),
@@ -101,10 +106,14 @@ export class StoreCluster {
     return node;
   }
 
-  /** Starts every member (the leader first) and waits until each serves HTTP in a view of all. */
+  /**
+   * Starts every member (the leader first, once it takes joins) and waits until each serves HTTP
+   * in a view of all. The leader alone may not serve yet: with more shards than members its view
+   * is inadequate until the others join.
+   */
   async startAll(timeout_ms = 60_000): Promise<void> {
     this.start(0);
-    await this.waitHealthy([0], 1, timeout_ms);
+    await this.waitListening(0, this.nodes[0]!.gms, timeout_ms);
     for (let i = 1; i < this.nodes.length; i++) this.start(i);
     await this.waitHealthy(this.nodes.map((_, i) => i), this.nodes.length, timeout_ms);
   }
@@ -131,13 +140,34 @@ export class StoreCluster {
     }
   }
 
+  /** Waits until member i accepts TCP connections on `port`. */
+  async waitListening(i: number, port: number, timeout_ms: number): Promise<void> {
+    const deadline = Date.now() + timeout_ms;
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = connect({ host: '127.0.0.1', port }, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (ok) return;
+      const node = this.nodes[i]!;
+      if (node.proc === null) throw new Error(`member ${i} exited; stderr tail:\n${node.stderr.slice(-3000)}`);
+      if (Date.now() > deadline) throw new Error(`member ${i} did not listen on port ${port} within ${timeout_ms} ms; stderr tail:\n${node.stderr.slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** SIGKILLs member i and waits for its exit. */
   async kill(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.nodes[i]!.proc;
     if (p === null) return;
     const exited = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill(signal);
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+    clearTimeout(timer);
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
 

@@ -1,0 +1,87 @@
+/**
+ * A StoreClient the front ends keep while the member under it is replaced: when the member's group
+ * loses its majority, the node closes the group and starts it again from its logs (the restart
+ * path every process takes, engine/node.ts). Meanwhile every call fails at once with
+ * ERR_STORE_UNAVAILABLE (HTTP 503, EAGAIN in the mount) instead of waiting on a group that cannot
+ * order anything; calls already running on the old client end with its errors.
+ */
+import { Readable } from 'node:stream';
+import { StoreError, STORE_ERRORS } from './errors.js';
+import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, DeleteOptions, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, Watch } from './types.js';
+
+export class SwitchableStoreClient implements StoreClient {
+  private current: StoreClient | null;
+  private why = 'this member is rejoining its group';
+
+  constructor(
+    first: StoreClient,
+    readonly chunk_size_bytes: number,
+  ) {
+    this.current = first;
+  }
+
+  /** Calls go to `client` from now on. */
+  attach(client: StoreClient): void {
+    if (client.chunk_size_bytes !== this.chunk_size_bytes) throw new StoreError(STORE_ERRORS.CORRUPT, `chunk size changed from ${this.chunk_size_bytes} to ${client.chunk_size_bytes} bytes`);
+    this.current = client;
+  }
+
+  /** Calls fail with ERR_STORE_UNAVAILABLE (`why`) until the next attach. */
+  detach(why: string): void {
+    this.current = null;
+    this.why = why;
+  }
+
+  get attached(): boolean {
+    return this.current !== null;
+  }
+
+  private client(): StoreClient {
+    if (this.current === null) throw new StoreError(STORE_ERRORS.UNAVAILABLE, `the store is unavailable: ${this.why}`);
+    return this.current;
+  }
+
+  put(key: string, body: Readable | AsyncIterable<Buffer>, opts: PutOptions): Promise<BlobVersion> {
+    return this.call((c) => c.put(key, body, opts));
+  }
+  head(key: string, point: ReadPoint): Promise<BlobVersion> {
+    return this.call((c) => c.head(key, point));
+  }
+  read(v: BlobVersion, range?: ByteRange): Readable {
+    try {
+      return this.client().read(v, range);
+    } catch (err) {
+      return new Readable({
+        read() {
+          this.destroy(err as Error);
+        },
+      });
+    }
+  }
+  delete(key: string, opts?: DeleteOptions): Promise<BlobVersion> {
+    return this.call((c) => c.delete(key, opts));
+  }
+  list(opts: ListOptions): Promise<ListPage> {
+    return this.call((c) => c.list(opts));
+  }
+  versions(key: string): Promise<BlobSummary[]> {
+    return this.call((c) => c.versions(key));
+  }
+  watch(prefix: string): Watch {
+    return this.client().watch(prefix);
+  }
+  cluster(): Promise<ClusterSummary> {
+    return this.call((c) => c.cluster());
+  }
+  stats(): Promise<StoreStats> {
+    return this.call((c) => c.stats());
+  }
+  /** Closes nothing: the node owns the clients it attaches. */
+  async close(): Promise<void> {
+    this.current = null;
+  }
+
+  private async call<T>(fn: (c: StoreClient) => Promise<T>): Promise<T> {
+    return fn(this.client());
+  }
+}
