@@ -25,6 +25,8 @@ export interface CacheProcessArgs {
   self: MemberInfo;
   leader: MemberInfo;
   data_dir: string;
+  /** [DERECHO] rdmc_port; sst_port + 1 when not given. */
+  rdmc_port?: number;
   timeout_ms?: number;
   heartbeat_ms?: number;
   window_size?: number;
@@ -43,7 +45,7 @@ const cfg = loadConfig({
     `--DERECHO/sst_port=${s.fabric_port}`,
     `--DERECHO/state_transfer_port=${s.state_transfer_port}`,
     `--DERECHO/external_port=${s.external_port}`,
-    `--DERECHO/rdmc_port=${s.fabric_port + 1}`,
+    `--DERECHO/rdmc_port=${args.rdmc_port ?? s.fabric_port + 1}`,
     `--DERECHO/leader_ip=${args.leader.ip}`,
     `--DERECHO/leader_gms_port=${args.leader.gms_port}`,
     `--DERECHO/leader_external_port=${args.leader.external_port}`,

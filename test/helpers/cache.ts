@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { MemberInfo } from '../../engine/membership/view.js';
 import type { CacheProcessArgs } from '../../scripts/lib/cache-process.js';
 import { Child, killAll, type Msg } from '../../scripts/lib/child.js';
-import { memberInfos } from './group.js';
+import { listenablePorts } from './group.js';
 
 export const CACHE_FIXTURE = join(dirname(fileURLToPath(import.meta.url)), '../../scripts/lib/cache-process.js');
 
@@ -14,13 +14,20 @@ export class CacheCluster {
   readonly procs: (Child | null)[];
   readonly root: string;
 
-  private constructor(readonly members: MemberInfo[], public opts: Partial<CacheProcessArgs>) {
+  private constructor(
+    readonly members: MemberInfo[],
+    private readonly rdmcPorts: number[],
+    public opts: Partial<CacheProcessArgs>,
+  ) {
     this.root = mkdtempSync(join(tmpdir(), 'tempest-cache-'));
     this.procs = members.map(() => null);
   }
 
   static async create(n: number, opts: Partial<CacheProcessArgs> = {}): Promise<CacheCluster> {
-    return new CacheCluster(await memberInfos(n), opts);
+    // Five ports per member from one call, so none is handed out twice (rdmc_port included).
+    const p = await listenablePorts(5 * n, '127.0.0.1');
+    const members = Array.from({ length: n }, (_, i) => ({ id: i, ip: '127.0.0.1', gms_port: p[5 * i]!, fabric_port: p[5 * i + 1]!, state_transfer_port: p[5 * i + 2]!, external_port: p[5 * i + 3]! }));
+    return new CacheCluster(members, members.map((_, i) => p[5 * i + 4]!), opts);
   }
 
   dataDir(i: number): string {
@@ -29,7 +36,7 @@ export class CacheCluster {
 
   /** Starts member i, configured with member `leader` as the group's leader (default the first). */
   start(i: number, leader = 0): Child {
-    const args: CacheProcessArgs = { self: this.members[i]!, leader: this.members[leader]!, data_dir: this.dataDir(i), ...this.opts };
+    const args: CacheProcessArgs = { self: this.members[i]!, leader: this.members[leader]!, data_dir: this.dataDir(i), rdmc_port: this.rdmcPorts[i]!, ...this.opts };
     const c = Child.start(CACHE_FIXTURE, args);
     this.procs[i] = c;
     return c;

@@ -1,6 +1,6 @@
 /** Real group-member processes (test/fixtures/group-process.ts) on 127.0.0.1 with fresh ports. */
 import { randomInt } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,23 @@ function ephemeralRange(): [number, number] {
     // not Linux
   }
   return [32768, 60999];
+}
+
+/**
+ * The ports of the ready local layout (config/local/*.ini): `tempest up` in the CLI tests binds
+ * them while other test files run beside it, so they are never handed out here.
+ */
+function localLayoutPorts(): Set<number> {
+  const ports = new Set<number>();
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '../../../config/local');
+  try {
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.ini'))) {
+      for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/^\s*\w*port\s*=\s*(\d+)/gm)) ports.add(Number(m[1]));
+    }
+  } catch {
+    // no local layout: nothing to keep clear of
+  }
+  return ports;
 }
 
 function tryListen(ip: string, port: number): Promise<Server | null> {
@@ -47,9 +64,12 @@ export async function listenablePorts(count: number, ip: string): Promise<number
   const size = window[1] - window[0] + 1;
   const start = randomInt(size);
   const held: Server[] = [];
+  const reserved = localLayoutPorts();
   try {
     for (let k = 0; k < size && held.length < count; k++) {
-      const s = await tryListen(ip, window[0] + ((start + k) % size));
+      const port = window[0] + ((start + k) % size);
+      if (reserved.has(port)) continue;
+      const s = await tryListen(ip, port);
       if (s !== null) held.push(s);
     }
     if (held.length < count) return await freePorts(count);
