@@ -497,6 +497,8 @@ export class MulticastGroup {
         this.releaseOwnBuffers();
         this.serveQueue();
         this.sendNulls();
+        const now_ms = performance.now();
+        for (let r = 0; r < this.core.members; r++) if (r !== this.core.myRank) this.smc.resendUnacknowledged(r, this.core.receivedAt(r, this.mySender), now_ms);
       }
       this.publish();
     } finally {

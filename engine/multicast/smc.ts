@@ -23,6 +23,12 @@ const WRITE_RETRY_MS = 50;
 /** Largest single write, so one receiver is not starved while a long run goes to another. */
 const MAX_BATCH_BYTES = 256 * 1024;
 const SEQ_MASK = 0xffff;
+/**
+ * A receiver whose table row has not counted our records for this long, though every write to it
+ * completed, missed a wake-up (a write that landed before it listened on this view's channel):
+ * its live records are written again. Repeats are harmless (the receiver skips what it parsed).
+ */
+const RESEND_UNACKNOWLEDGED_MS = 500;
 
 export interface SmcOptions {
   fabric: Fabric;
@@ -57,6 +63,9 @@ interface Target {
   retry: NodeJS.Timeout | undefined;
   /** When writes to this member began failing (0: the last one succeeded). */
   failingSince_ms: number;
+  /** Our records its table row last counted, and since when (resendUnacknowledged). */
+  acknowledged: number;
+  acknowledgedSince_ms: number;
 }
 
 export class SmcChannel {
@@ -87,6 +96,8 @@ export class SmcChannel {
   /** Per sender: records parsed so far and where the next one starts. */
   private readonly landed: Float64Array;
   private readonly readOffset: Float64Array;
+  /** Times records were written again because a member did not count them (resendUnacknowledged). */
+  resends = 0;
   private pumpScheduled = false;
   private sendingStopped = false;
   private closed = false;
@@ -121,7 +132,7 @@ export class SmcChannel {
           `member ${peer.id} has ${remote === undefined ? 'no' : `a ${remote.length}-byte`} SMC region "${this.regionName}", this member ${this.region.length} bytes: window_size, max_smc_payload_size or the senders differ`,
         );
       }
-      const t: Target = { peer, postedK: 0, inFlight: 0, failed: false, retry: undefined, failingSince_ms: 0 };
+      const t: Target = { peer, postedK: 0, inFlight: 0, failed: false, retry: undefined, failingSince_ms: 0, acknowledged: 0, acknowledgedSince_ms: 0 };
       this.targets.push(t);
       this.targetByRank[rank] = t;
     }
@@ -248,6 +259,27 @@ export class SmcChannel {
       t.postedK = k;
       t.inFlight++;
     }
+  }
+
+  /**
+   * The member at `rank` counts `received` of our records (its table row). When that has not
+   * moved for RESEND_UNACKNOWLEDGED_MS while records we wrote to it are uncounted and no write
+   * is in flight, its wake-up for them was lost: they are written again, from the first it lacks.
+   */
+  resendUnacknowledged(rank: number, received: number, now_ms: number): void {
+    const t = this.targetByRank[rank];
+    if (t === undefined || this.closed || this.sendingStopped) return;
+    if (received !== t.acknowledged || t.acknowledgedSince_ms === 0) {
+      t.acknowledged = received;
+      t.acknowledgedSince_ms = now_ms;
+      return;
+    }
+    if (received >= t.postedK || t.inFlight > 0 || t.failed || now_ms - t.acknowledgedSince_ms < RESEND_UNACKNOWLEDGED_MS) return;
+    this.log.warn({ member: t.peer.id, received, written: t.postedK }, 'SMC records written but not counted by a member: writing them again');
+    t.acknowledgedSince_ms = now_ms;
+    this.resends++;
+    t.postedK = Math.max(received, this.space.oldestLive);
+    this.postTo(t);
   }
 
   private written(rank: number): void {
