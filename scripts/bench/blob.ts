@@ -547,7 +547,7 @@ async function benchMain(): Promise<void> {
         large_runs: LARGE_RUNS,
         small_runs: SMALL_RUNS,
         warmups_1MiB: WARMUPS,
-        tempest: '3 members, 1 shard x 3 replicas, config/local/node0.ini (block_size 1 MiB chunks, upload_window 4); PUT/GET via member 0',
+        tempest: '3 members, 1 shard x 3 replicas, config/local/node0.ini (block_size 1 MiB chunks, upload_window 8); PUT/GET via member 0',
         client: 'node:http, keep-alive agent, createReadStream(highWaterMark 1 MiB) piped into the PUT; GET body sha256-hashed as it arrives and discarded',
         cp_fsync: 'cp SRC DST && sync DST (coreutils sync with a FILE: fsync of that file), both spawns timed',
         bare_express: 'express 5 in its own process; no fsync; GET without hashing in the client also measured (bare_download_nohash)',
