@@ -4,7 +4,7 @@
  *
  * The source is iterated with destroyOnReturn false: when the store stops early (a limit, a
  * checksum, the group gone) the request must stay alive so that its 413/400/503 can still be
- * sent; the error handler then closes the connection instead of reading the rest. A client that
+ * sent; the error handler then reads and drops a bounded rest before closing (error-handler.ts). A client that
  * goes away mid-body destroys the source, so the iteration (and with it the store's put) fails at
  * once rather than waiting for bytes that will never come.
  */

@@ -55,7 +55,7 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   const d = cfg.DERECHO;
   const memberLog = log.child({ member: d.local_id });
   let running: Engine | null = await startEngine(cfg, memberLog, types);
-  const live = new SwitchableStoreClient(running.store.client, running.store.client.chunk_size_bytes);
+  const live = new SwitchableStoreClient(running.store.client);
   let http: BlobServer | null = null;
   if (cfg.HTTP.enabled) {
     try {

@@ -97,8 +97,6 @@ export class SmcChannel {
   /** Per sender: records parsed so far and where the next one starts. */
   private readonly landed: Float64Array;
   private readonly readOffset: Float64Array;
-  /** Times records were written again because a member did not count them (resendUnacknowledged). */
-  resends = 0;
   private pumpScheduled = false;
   private sendingStopped = false;
   private closed = false;
@@ -280,7 +278,6 @@ export class SmcChannel {
     // in, so under load this repeats a record that did land (harmless, and rare).
     this.log.debug({ member: t.peer.id, received, written: t.postedK }, 'SMC records written but not counted by a member: writing them again');
     t.acknowledgedSince_ms = now_ms;
-    this.resends++;
     t.postedK = Math.max(received, this.space.oldestLive);
     this.postTo(t);
   }

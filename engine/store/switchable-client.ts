@@ -6,23 +6,23 @@
  * order anything; calls already running on the old client end with its errors.
  */
 import { Readable } from 'node:stream';
+import { assert } from '../util/assert.js';
 import { StoreError, STORE_ERRORS } from './errors.js';
 import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, DeleteOptions, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, Watch } from './types.js';
 
 export class SwitchableStoreClient implements StoreClient {
+  readonly chunk_size_bytes: number;
   private current: StoreClient | null;
   private why = 'this member is rejoining its group';
 
-  constructor(
-    first: StoreClient,
-    readonly chunk_size_bytes: number,
-  ) {
+  constructor(first: StoreClient) {
+    this.chunk_size_bytes = first.chunk_size_bytes;
     this.current = first;
   }
 
-  /** Calls go to `client` from now on. */
+  /** Calls go to `client` from now on (a client of the same configuration, so the same chunk size). */
   attach(client: StoreClient): void {
-    if (client.chunk_size_bytes !== this.chunk_size_bytes) throw new StoreError(STORE_ERRORS.CORRUPT, `chunk size changed from ${this.chunk_size_bytes} to ${client.chunk_size_bytes} bytes`);
+    assert(client.chunk_size_bytes === this.chunk_size_bytes, 'a client of the same chunk size');
     this.current = client;
   }
 
@@ -30,10 +30,6 @@ export class SwitchableStoreClient implements StoreClient {
   detach(why: string): void {
     this.current = null;
     this.why = why;
-  }
-
-  get attached(): boolean {
-    return this.current !== null;
   }
 
   private client(): StoreClient {
@@ -81,6 +77,7 @@ export class SwitchableStoreClient implements StoreClient {
     this.current = null;
   }
 
+  /** Async, so that "no client now" is a rejected promise like any other store failure. */
   private async call<T>(fn: (c: StoreClient) => Promise<T>): Promise<T> {
     return fn(this.client());
   }
