@@ -65,6 +65,7 @@ export interface ListQuery {
   prefix: string;
   at?: TimePoint;
   after?: string;
+  delimiter?: string;
   limit: number;
 }
 
@@ -76,6 +77,12 @@ export function listQueryOf(query: Map<string, string>): ListQuery {
   // `after` is where the last page stopped: any string a key may start with.
   const after = query.get('after');
   if (after !== undefined && after !== '') out.after = validatePrefix(after);
+  // `delimiter=/` lists one directory level: deeper keys come back as common `prefixes`.
+  const delimiter = query.get('delimiter');
+  if (delimiter !== undefined && delimiter !== '') {
+    if (delimiter.length !== 1) throw badArgument(`delimiter ${JSON.stringify(delimiter)} is not one character`);
+    out.delimiter = delimiter;
+  }
   return out;
 }
 

@@ -3,6 +3,7 @@
  *
  *   tempest node [--config FILE] [--SECTION/key=value ...] [-- app args]   run one member
  *   tempest up [--SECTION/key=value ...]                                   what `npm start` runs
+ *   tempest mount <dir> --connect host:port [--config FILE] [--SECTION/key=value ...]
  *
  * `--SECTION/key=value` overrides (and everything after `--`) are taken out of argv by the config
  * loader's splitArgv() before commander parses the rest, since commander would reject them as
@@ -17,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { assertPortsBindable, loadConfig, splitArgv } from '../config/index.js';
 import { startNode, type NodeHandle } from '../engine/node.js';
+import { runMount } from './mount.js';
 import { runUp } from './up.js';
 import { isTempestError } from '../engine/util/errors.js';
 import { layerLogger, type Logger } from '../engine/util/log.js';
@@ -90,6 +92,20 @@ function buildProgram(overrides: Overrides, appArgs: string[]): Command {
       if (code !== 0) throw new Exit(code);
     });
 
+  program
+    .command('mount')
+    .description("mount the file system of a running group on <dir>, as a client of a member's external port")
+    .argument('<dir>', 'mount point (created if missing)')
+    .requiredOption('--connect <host:port>', "a member's [DERECHO] external_port (several: comma-separated)")
+    .option('-c, --config <file>', 'configuration file (INI) whose [DERECHO] block_size and limits match the group')
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async (dir: string, opts: { connect: string; config?: string }) => {
+      const log = layerLogger('cli');
+      const cfg = loadConfig({ file: opts.config, overrides });
+      const stop = watchStopSignals(log);
+      await runMount({ dir, connect: opts.connect, cfg, log: layerLogger('mount'), stop: stop.requested, ready: (m) => process.stdout.write(`${m}\n`) });
+    });
+
   return program;
 }
 
@@ -100,8 +116,9 @@ This starts the ready 3-member layout of config/local on 127.0.0.1 (data under .
 starts the group and node1 and node2 join it; each prints a line once it is in a view. Kill one
 member (kill -9) and the others go on in a new view within about timeout_ms. Each member serves
 the HTTP blob API for every key: http://127.0.0.1:8080/v1/ (node0), :8081 (node1), :8082 (node2),
-for example  curl -T photo.jpg http://127.0.0.1:8080/v1/blobs/photos/cat.jpg . The FUSE mount
-comes with later work. Press Ctrl-C to stop every member.
+for example  curl -T photo.jpg http://127.0.0.1:8080/v1/blobs/photos/cat.jpg . node0 mounts the
+file system on ./mnt: the same keys as files, and the past under ./mnt/.snapshot/<time>/ (read-only).
+Press Ctrl-C to stop every member.
 
 `;
 

@@ -12,7 +12,9 @@
  * it together, longest log first. The HTTP server stays up meanwhile and answers 503.
  */
 import type { TempestConfig } from '../config/index.js';
+import { Registry } from 'prom-client';
 import { startBlobServer, type BlobServer } from '../blob-api/index.js';
+import { mountTempest, type MountHandle } from '../fs/index.js';
 import { Group, type HostedType } from './rpc/group.js';
 import { startStoreMember, storeHostedType, type StoreMember } from './store/store-member.js';
 import { SwitchableStoreClient } from './store/switchable-client.js';
@@ -56,13 +58,36 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   const memberLog = log.child({ member: d.local_id });
   let running: Engine | null = await startEngine(cfg, memberLog, types);
   const live = new SwitchableStoreClient(running.store.client);
+  // One registry for the member's /metrics: the HTTP API's and the mount's.
+  const registry = new Registry();
   let http: BlobServer | null = null;
   if (cfg.HTTP.enabled) {
     try {
-      http = await startBlobServer({ store: live, log: memberLog, max_blob_size_bytes: cfg.HTTP.max_blob_size, host: cfg.HTTP.host, port: cfg.HTTP.port });
+      http = await startBlobServer({ store: live, log: memberLog, max_blob_size_bytes: cfg.HTTP.max_blob_size, host: cfg.HTTP.host, port: cfg.HTTP.port, metrics: { registry } });
     } catch (err) {
       await closeEngine(running);
       throw err;
+    }
+  }
+  let mount: MountHandle | null = null;
+  let mountFailure: string | null = null;
+  if (cfg.FUSE.enabled) {
+    try {
+      mount = await mountTempest({
+        store: live,
+        mountpoint: cfg.FUSE.mountpoint,
+        log: memberLog,
+        timeout_ms: cfg.FUSE.timeout_ms,
+        max_file_size_bytes: cfg.HTTP.max_blob_size,
+        upload_window: cfg.STORE.upload_window,
+        registry,
+        statfs_path: d.data_dir,
+        chunk_grace_ms: cfg.STORE.chunk_grace_ms,
+      });
+    } catch (err) {
+      // The store and HTTP serve without the mount; say why, once, loudly.
+      mountFailure = (err as Error).message;
+      log.error({ err: mountFailure }, 'the file system is not mounted; serving HTTP only');
     }
   }
   let closing: Promise<void> | undefined;
@@ -114,12 +139,14 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
       return (
         `Tempest member ${d.local_id}: libfabric ${first.fabric.provider} on ${first.fabric.domain} at ${d.local_ip}:${d.sst_port}, ` +
         `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}; ` +
-        (http === null ? 'HTTP blob API off.' : `HTTP blob API on http://${cfg.HTTP.host}:${http.port}/v1/.`)
+        (http === null ? 'HTTP blob API off' : `HTTP blob API on http://${cfg.HTTP.host}:${http.port}/v1/`) +
+        (mount !== null ? `; file system mounted on ${mount.mountpoint}.` : mountFailure !== null ? `; file system NOT mounted (${mountFailure}).` : '.')
       );
     },
     close: () =>
       (closing ??= (async () => {
         // Stop taking requests first, so none is cut by the store closing under it.
+        if (mount !== null) await mount.close().catch(() => {});
         if (http !== null) await http.close().catch(() => {});
         await live.close();
         if (restarting !== null) await Promise.race([restarting, new Promise((r) => setTimeout(r, CLOSE_RESTART_WAIT_MS))]);

@@ -6,7 +6,8 @@
  *
  *   a. system packages: libfabric (header + library), libfuse 2, fusermount, a C compiler, make
  *   b. npm packages: `npm ci` when node_modules is missing or package-lock.json changed
- *   c. native shim: `make -C native` when make says it is out of date
+ *   c. native shim: `make -C native` when make says it is out of date; fuse-native's addon rebuilt
+ *      with one fix (its utimens passes the access time as the modification time too)
  *   d. TypeScript: `tsc -p .` (incremental) when a source file or the compiler setup changed
  *
  * Every step is skipped quickly when already done, and then nothing is printed. Progress lines
@@ -110,6 +111,8 @@ const SYSTEM_NEEDS = [
   { what: 'a C compiler (cc)', pkg: 'gcc', present: () => onPath('cc') },
   { what: 'C library headers', pkg: 'libc6-dev', present: () => fs.existsSync('/usr/include/stdio.h') },
   { what: 'make', pkg: 'make', present: () => onPath('make') },
+  // The file-system tests copy trees into the mount with rsync -a, as users do.
+  { what: 'rsync', pkg: 'rsync', present: () => onPath('rsync') },
 ];
 
 function missingSystemNeeds() {
@@ -211,6 +214,57 @@ function ensureNative() {
   if (q.status === 0) return;
   progress('building the native libfabric shim (make -C native) ...');
   run('make', ['-C', nativeDir], 'make -C native');
+}
+
+/**
+ * fuse-native 2.2.6 gets utimens wrong, so tar, rsync and `touch -m` would record wrong
+ * modification times. Its addon is rebuilt from its own source with three fixes, where
+ * node-gyp-build looks first (build/Release); a stamp of the patched source skips the rebuild:
+ *   - it passes the access time as the modification time too (argv 5 is l->atime);
+ *   - it does not set libfuse 2's flag_utime_omit_ok, so a change of one time only (atime
+ *     UTIME_OMIT, as `touch -m` and tar send) is silently dropped by libfuse;
+ *   - it turns UTIME_NOW and UTIME_OMIT into ~1073 ms; they become 1 and 0 (fs/tempest-fs.ts).
+ */
+const FUSE_NATIVE_FIXES = [
+  ['FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)', 'FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)'],
+  ['  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;', '  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;\n  ops.flag_utime_omit_ok = 1;'],
+  ['static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n', 'static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n  if (ts->tv_nsec == UTIME_OMIT) return 0;\n  if (ts->tv_nsec == UTIME_NOW) return 1;\n'],
+];
+
+function ensureFuseAddon() {
+  const pkg = path.join(NODE_MODULES, 'fuse-native');
+  const source = readIfExists(path.join(pkg, 'fuse-native.c'));
+  if (!source) return; // not installed (yet)
+  let patched = source.toString('utf8');
+  for (const [from, to] of FUSE_NATIVE_FIXES) {
+    if (!patched.includes(from)) fail(`node_modules/fuse-native/fuse-native.c is not the 2.2.6 source the utimens fix was written for ("${from.trim()}" is missing): pin fuse-native to 2.2.6 in package.json.`);
+    patched = patched.replace(from, to);
+  }
+  const release = path.join(pkg, 'build', 'Release');
+  const stampFile = path.join(release, '.tempest-patch-sha256');
+  const stamp = sha256(patched);
+  if (readIfExists(stampFile)?.toString('utf8').trim() === stamp && fs.existsSync(path.join(release, 'fuse.node'))) return;
+  progress('building fuse-native with its utimens fix (node-gyp) ...');
+  // Built beside it inside node_modules, so the binding's require('napi-macros') resolves.
+  const work = path.join(NODE_MODULES, '.tempest-fuse-native');
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  for (const f of ['binding.gyp', 'package.json']) fs.copyFileSync(path.join(pkg, f), path.join(work, f));
+  fs.writeFileSync(path.join(work, 'fuse-native.c'), patched);
+  const npmGyp = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const gyp = process.env.npm_config_node_gyp ?? npmGyp;
+  if (!fs.existsSync(gyp)) fail(`node-gyp (npm's, at ${gyp}) is missing: it builds fuse-native's addon. Reinstall npm, or set npm_config_node_gyp to a node-gyp.js.`);
+  // Node's own headers, where the distribution installed them (no download: the network is closed).
+  const nodeDir = path.resolve(path.dirname(process.execPath), '..');
+  const args = [gyp, 'rebuild', '--loglevel=warn'];
+  if (fs.existsSync(path.join(nodeDir, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${nodeDir}`);
+  run(process.execPath, args, 'node-gyp rebuild of fuse-native', { cwd: work });
+  fs.mkdirSync(release, { recursive: true });
+  // A new file renamed over the old one: processes that loaded the old addon keep their mapping of it.
+  fs.copyFileSync(path.join(work, 'build', 'Release', 'fuse.node'), path.join(release, 'fuse.node.tmp'));
+  fs.renameSync(path.join(release, 'fuse.node.tmp'), path.join(release, 'fuse.node'));
+  fs.writeFileSync(stampFile, `${stamp}\n`);
+  fs.rmSync(work, { recursive: true, force: true });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,6 +413,7 @@ function setup() {
     ensureSystemPackages();
     ensureNpmPackages();
     ensureNative();
+    ensureFuseAddon();
     ensureTypeScript();
   } finally {
     releaseLock();

@@ -24,8 +24,8 @@ import { StoreError, STORE_ERRORS, type StoreErrorCode } from './errors.js';
 import { validateKey } from './key.js';
 import { shardOfKey } from './shard-map.js';
 import { type BlobStore, type CommitManifest, STORE_TYPE_NAME, type Unstable, type WireVersion, type WriteCondition } from './store-object.js';
-import { CHUNK_ID_BYTES } from './store-state.js';
-import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, DeleteOptions, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, TimePoint, Watch } from './types.js';
+import { CHUNK_ID_BYTES, type WireMeta } from './store-state.js';
+import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, CommitOptions, DeleteOptions, FileMeta, NewManifest, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, TimePoint, Watch } from './types.js';
 
 /** A member's own replicas, read without a round trip (the member's HTTP API and mount). */
 export interface LocalReplicas {
@@ -106,8 +106,16 @@ function isUnstable(v: unknown): v is Unstable {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && typeof (v as Unstable).unstable === 'bigint';
 }
 
+function metaOf(m: WireMeta | null | undefined): FileMeta | null {
+  return m === null || m === undefined ? null : { mode: m[0], uid: m[1], gid: m[2], mtime_ms: m[3], ctime_ms: m[4] };
+}
+
+function wireMeta(m: FileMeta | null | undefined): WireMeta | null {
+  return m === null || m === undefined ? null : [m.mode, m.uid, m.gid, m.mtime_ms, m.ctime_ms];
+}
+
 function toVersion(w: WireVersion): BlobVersion {
-  const [key, version, timestamp, deleted, size, sha256, content_type, ids, sizes] = w;
+  const [key, version, timestamp, deleted, size, sha256, content_type, ids, sizes, meta] = w;
   const chunks: string[] = [];
   const chunk_sizes: number[] = [];
   if (ids !== null && sizes !== null) {
@@ -116,12 +124,12 @@ function toVersion(w: WireVersion): BlobVersion {
       chunk_sizes.push(sizes.readUInt32LE(i * 4));
     }
   }
-  return { key, version, timestamp, deleted, size, sha256, content_type, chunks, chunk_sizes };
+  return { key, version, timestamp, deleted, size, sha256, content_type, chunks, chunk_sizes, meta: metaOf(meta) };
 }
 
 function toSummary(w: WireVersion): BlobSummary {
-  const [key, version, timestamp, deleted, size, sha256, content_type] = w;
-  return { key, version, timestamp, deleted, size, sha256, content_type };
+  const [key, version, timestamp, deleted, size, sha256, content_type, , , meta] = w;
+  return { key, version, timestamp, deleted, size, sha256, content_type, meta: metaOf(meta) };
 }
 
 /** A checksum header's digest as bytes (hex or base64), or null when it is neither. */
@@ -284,7 +292,8 @@ export class RemoteStoreClient implements StoreClient {
           }
         }
       }
-      if (fill > 0) send(buf.subarray(0, fill));
+      // A body of one chunk goes with its commit, in one update (below).
+      if (fill > 0 && ids.length > 0) send(buf.subarray(0, fill));
       for (const p of inFlight.splice(0)) await p;
     } catch (err) {
       await settleAll();
@@ -296,15 +305,119 @@ export class RemoteStoreClient implements StoreClient {
     const sha = whole.digest();
     if (md5Want !== null && !md5!.digest().equals(md5Want)) throw new StoreError(STORE_ERRORS.CHECKSUM, 'the body does not match its Content-MD5');
     if (shaWant !== null && !sha.equals(shaWant)) throw new StoreError(STORE_ERRORS.CHECKSUM, 'the body does not match its x-checksum-sha256');
-    const sizeBuf = Buffer.allocUnsafe(sizes.length * 4);
-    sizes.forEach((n, i) => sizeBuf.writeUInt32LE(n, i * 4));
-    const manifest: CommitManifest = { size: total, sha256: sha.toString('hex'), content_type: opts.content_type ?? 'application/octet-stream', ids: Buffer.concat(ids), sizes: sizeBuf };
     const cond: WriteCondition = {};
     if (opts.if_none_match_any === true) cond.if_none_match_any = true;
     if (opts.if_match !== undefined) cond.if_match = opts.if_match;
+    const small = ids.length === 0 && fill > 0 ? buf.subarray(0, fill) : null;
+    if (small !== null) {
+      const v = await this.putSmall(key, small, { sha256: sha.toString('hex'), content_type: opts.content_type, meta: opts.meta }, cond);
+      return v;
+    }
+    const sizeBuf = Buffer.allocUnsafe(sizes.length * 4);
+    sizes.forEach((n, i) => sizeBuf.writeUInt32LE(n, i * 4));
+    const manifest: CommitManifest = { size: total, sha256: sha.toString('hex'), content_type: opts.content_type ?? 'application/octet-stream', ids: Buffer.concat(ids), sizes: sizeBuf, meta: wireMeta(opts.meta) };
     const [version, timestamp] = (await this.ordered(shard, 'commit', [key, manifest, cond])) as [bigint, bigint];
     this.observe(timestamp);
-    return { key, version, timestamp, deleted: false, size: total, sha256: manifest.sha256, content_type: manifest.content_type, chunks: ids.map((i) => i.toString('hex')), chunk_sizes: sizes };
+    return { key, version, timestamp, deleted: false, size: total, sha256: manifest.sha256, content_type: manifest.content_type, chunks: ids.map((i) => i.toString('hex')), chunk_sizes: sizes, meta: opts.meta ?? null };
+  }
+
+  async putSmall(key: string, bytes: Buffer, m: { sha256?: string; content_type?: string | undefined; meta?: FileMeta | null | undefined }, cond: CommitOptions = {}): Promise<BlobVersion> {
+    validateKey(key);
+    if (bytes.length === 0 || bytes.length > this.chunk_size_bytes) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `a small version is 1..${this.chunk_size_bytes} bytes, not ${bytes.length}`);
+    const id = createHash('sha256').update(bytes).digest();
+    const sizes = Buffer.allocUnsafe(4);
+    sizes.writeUInt32LE(bytes.length, 0);
+    const sha256 = m.sha256 ?? createHash('sha256').update(bytes).digest('hex');
+    const manifest: CommitManifest = { size: bytes.length, sha256, content_type: m.content_type ?? 'application/octet-stream', ids: id, sizes, meta: wireMeta(m.meta) };
+    const wc: WriteCondition = {};
+    if (cond.if_none_match_any === true) wc.if_none_match_any = true;
+    if (cond.if_match !== undefined) wc.if_match = cond.if_match;
+    const [version, timestamp] = (await this.ordered(this.shardOf(key), 'putSmall', [key, id, bytes, manifest, wc])) as [bigint, bigint];
+    this.observe(timestamp);
+    return { key, version, timestamp, deleted: false, size: bytes.length, sha256, content_type: manifest.content_type, chunks: [id.toString('hex')], chunk_sizes: [bytes.length], meta: m.meta ?? null };
+  }
+
+  async touchChunks(key: string, ids: string[]): Promise<void> {
+    validateKey(key);
+    if (ids.length === 0) return;
+    const raw = Buffer.allocUnsafe(ids.length * CHUNK_ID_BYTES);
+    ids.forEach((id, i) => raw.write(id, i * CHUNK_ID_BYTES, 'hex'));
+    await this.ordered(this.shardOf(key), 'touchChunks', [raw]);
+  }
+
+  putChunk(key: string, bytes: Buffer): Promise<string> {
+    try {
+      validateKey(key);
+      if (bytes.length > this.chunk_size_bytes) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `a chunk is at most ${this.chunk_size_bytes} bytes, not ${bytes.length}`);
+      const id = createHash('sha256').update(bytes).digest();
+      return this.ordered(this.shardOf(key), 'putChunk', [id, bytes]).then(() => id.toString('hex'));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async commit(key: string, m: NewManifest, opts: CommitOptions = {}): Promise<BlobVersion> {
+    validateKey(key);
+    const n = m.chunks.length;
+    if (m.chunk_sizes.length !== n) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'a manifest has one size per chunk');
+    const ids = Buffer.allocUnsafe(n * CHUNK_ID_BYTES);
+    const sizes = Buffer.allocUnsafe(n * 4);
+    let size = 0;
+    for (let i = 0; i < n; i++) {
+      const len = m.chunk_sizes[i]!;
+      if (!/^[0-9a-f]{64}$/.test(m.chunks[i]!) || !Number.isInteger(len) || len < 1 || len > this.chunk_size_bytes || (i < n - 1 && len !== this.chunk_size_bytes)) {
+        throw new StoreError(STORE_ERRORS.BAD_REQUEST, `chunk ${i} of the manifest is malformed (every chunk but the last is ${this.chunk_size_bytes} bytes)`);
+      }
+      ids.write(m.chunks[i]!, i * CHUNK_ID_BYTES, 'hex');
+      sizes.writeUInt32LE(len, i * 4);
+      size += len;
+    }
+    const manifest: CommitManifest = { size, sha256: m.sha256, content_type: m.content_type ?? 'application/octet-stream', ids, sizes, meta: wireMeta(m.meta) };
+    const cond: WriteCondition = {};
+    if (opts.if_none_match_any === true) cond.if_none_match_any = true;
+    if (opts.if_match !== undefined) cond.if_match = opts.if_match;
+    const [version, timestamp] = (await this.ordered(this.shardOf(key), 'commit', [key, manifest, cond])) as [bigint, bigint];
+    this.observe(timestamp);
+    return { key, version, timestamp, deleted: false, size, sha256: m.sha256, content_type: manifest.content_type, chunks: [...m.chunks], chunk_sizes: [...m.chunk_sizes], meta: m.meta ?? null };
+  }
+
+  async readChunk(key: string, id: string, size: number): Promise<Buffer> {
+    validateKey(key);
+    const raw = Buffer.from(id, 'hex');
+    if (raw.length !== CHUNK_ID_BYTES) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `chunk id ${JSON.stringify(id)} is not 64 hex digits`);
+    const bytes = await this.readChunkPart(this.shardOf(key), raw, 0, size);
+    if (!createHash('sha256').update(bytes).digest().equals(raw)) throw new StoreError(STORE_ERRORS.CORRUPT, `chunk ${id} of ${JSON.stringify(key)} does not match its id`);
+    return bytes;
+  }
+
+  sameShard(a: string, b: string): boolean {
+    return this.shardOf(a) === this.shardOf(b);
+  }
+
+  async move(from: string, to: string, meta?: FileMeta | null): Promise<BlobVersion> {
+    validateKey(from);
+    validateKey(to);
+    const shard = this.shardOf(from);
+    if (shard !== this.shardOf(to)) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `${JSON.stringify(from)} and ${JSON.stringify(to)} are in different shards: copy, then delete`);
+    const [version, timestamp] = (await this.ordered(shard, 'move', [from, to, wireMeta(meta), {}])) as [bigint, bigint];
+    this.observe(timestamp);
+    // The moved version as the shard now holds it (its content is from's at the move).
+    return this.head(to, { kind: 'version', version });
+  }
+
+  async lookup(key: string, at: TimePoint | null): Promise<{ version: BlobVersion | null; child_timestamp: bigint | null }> {
+    validateKey(key);
+    const home = this.shardOf(key);
+    // The key lives in its shard; keys under it may be in any shard.
+    const answers = await Promise.all(
+      Array.from({ length: this.shards() }, (_, shard) => this.stableRead(shard, at ?? undefined, () => this.p2p(shard, 'lookup', [key, at?.hlc ?? null]) as Promise<[WireVersion | null, bigint | null] | Unstable>)),
+    );
+    const w = answers[home]![0];
+    let child: bigint | null = null;
+    for (const [, c] of answers) if (c !== null && (child === null || c > child)) child = c;
+    const version = w === null ? null : toVersion(w);
+    if (version !== null) this.observe(version.timestamp);
+    return { version, child_timestamp: child };
   }
 
   async delete(key: string, opts: DeleteOptions = {}): Promise<BlobVersion> {
@@ -312,7 +425,7 @@ export class RemoteStoreClient implements StoreClient {
     const cond: WriteCondition = opts.if_match === undefined ? {} : { if_match: opts.if_match };
     const [version, timestamp] = (await this.ordered(this.shardOf(key), 'remove', [key, cond])) as [bigint, bigint];
     this.observe(timestamp);
-    return { key, version, timestamp, deleted: true, size: 0, sha256: '', content_type: '', chunks: [], chunk_sizes: [] };
+    return { key, version, timestamp, deleted: true, size: 0, sha256: '', content_type: '', chunks: [], chunk_sizes: [], meta: null };
   }
 
   // ---- reads -----------------------------------------------------------------------------------
@@ -353,7 +466,7 @@ export class RemoteStoreClient implements StoreClient {
     const fetchPart = async (p: [number, number, number]): Promise<Buffer> => {
       const [i, off, len] = p;
       const id = Buffer.from(v.chunks[i]!, 'hex');
-      const bytes = await this.readChunk(shard, id, off, len);
+      const bytes = await this.readChunkPart(shard, id, off, len);
       // A whole chunk is checked against its id; a part of one has the log's checksum only.
       if (off === 0 && len === v.chunk_sizes[i] && !createHash('sha256').update(bytes).digest().equals(id)) {
         throw new StoreError(STORE_ERRORS.CORRUPT, `chunk ${v.chunks[i]} of ${JSON.stringify(v.key)} does not match its id`);
@@ -383,7 +496,7 @@ export class RemoteStoreClient implements StoreClient {
   }
 
   /** Bytes of a chunk, in pieces that fit a p2p reply when the replica is remote. */
-  private async readChunk(shard: number, id: Buffer, offset: number, length: number): Promise<Buffer> {
+  private async readChunkPart(shard: number, id: Buffer, offset: number, length: number): Promise<Buffer> {
     if (this.opts.local?.replica(shard) !== undefined) return (await this.p2p(shard, 'readChunk', [id, offset, length])) as Buffer;
     const piece = Math.max(4096, this.opts.max_reply_bytes - REPLY_MARGIN_BYTES);
     if (length <= piece) return (await this.p2p(shard, 'readChunk', [id, offset, length])) as Buffer;
@@ -394,16 +507,27 @@ export class RemoteStoreClient implements StoreClient {
 
   async list(opts: ListOptions): Promise<ListPage> {
     if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > 1000) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `limit must be 1..1000, not ${opts.limit}`);
+    if (opts.delimiter !== undefined && opts.delimiter.length !== 1) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'a delimiter is one character');
     const n = this.shards();
     const pages = await Promise.all(
       Array.from({ length: n }, (_, shard) =>
-        this.stableRead(shard, opts.at, () => this.p2p(shard, 'list', [opts.prefix, opts.after ?? null, opts.limit, opts.at?.hlc ?? null]) as Promise<[WireVersion[], boolean] | Unstable>),
+        this.stableRead(shard, opts.at, () => this.p2p(shard, 'list', [opts.prefix, opts.after ?? null, opts.limit, opts.at?.hlc ?? null, opts.delimiter ?? null]) as Promise<[WireVersion[], boolean, string[]] | Unstable>),
       ),
     );
-    const all = pages.flatMap(([entries]) => entries).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    const more = pages.some(([, m]) => m) || all.length > opts.limit;
-    const entries = all.slice(0, opts.limit).map(toSummary);
-    return { entries, next_after: more && entries.length > 0 ? entries[entries.length - 1]!.key : more ? (opts.after ?? null) : null };
+    // Entries and common prefixes of every shard in one order; a prefix several shards hold, once.
+    type Name = { name: string; entry: WireVersion | null };
+    const names: Name[] = [];
+    const seen = new Set<string>();
+    for (const [entries, , prefixes] of pages) {
+      for (const e of entries) names.push({ name: e[0], entry: e });
+      for (const p of prefixes ?? []) if (!seen.has(p)) seen.add(p) && names.push({ name: p, entry: null });
+    }
+    names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const more = pages.some(([, m]) => m) || names.length > opts.limit;
+    const page = names.slice(0, opts.limit);
+    const entries = page.filter((x) => x.entry !== null).map((x) => toSummary(x.entry!));
+    const prefixes = page.filter((x) => x.entry === null).map((x) => x.name);
+    return { entries, prefixes, next_after: more && page.length > 0 ? page[page.length - 1]!.name : more ? (opts.after ?? null) : null };
   }
 
   async versions(key: string): Promise<BlobSummary[]> {

@@ -13,9 +13,10 @@
  * it has been read (DESIGN §9).
  */
 import { Persistent } from '../persistence/persistent.js';
+import { encode } from '../rpc/codec.js';
 import { currentUpdate, replicatedType } from '../rpc/replicated-type.js';
 import { StoreError, STORE_ERRORS } from './errors.js';
-import { CHUNK_ID_BYTES, codecDelta, DELTA_HEADER_BYTES, deltaOf, OP_CHUNK, OP_COLLECT, OP_COMMIT, OP_DELETE, OP_NONE, OP_TICK, OP_TOUCH, StoreDeltas, StoreState, storeStateCodec, type VersionRecord } from './store-state.js';
+import { CHUNK_ID_BYTES, checkMeta, codecDelta, DELTA_HEADER_BYTES, deltaOf, OP_CHUNK, OP_COLLECT, OP_COMMIT, OP_DELETE, OP_MOVE, OP_NONE, OP_SMALL, OP_TICK, SMALL_BYTES_AT, CHUNK_BYTES_AT, OP_TOUCH, StoreDeltas, StoreState, storeStateCodec, type VersionRecord, type WireMeta } from './store-state.js';
 
 export const STORE_TYPE_NAME = 'BlobStore';
 
@@ -25,7 +26,7 @@ export const MAX_PAGE_ENTRIES = 1000;
 const MAX_LIST_SCAN = 100_000;
 
 /** A version as it crosses the wire (codec values). */
-export type WireVersion = [key: string, version: bigint, timestamp: bigint, deleted: boolean, size: number, sha256: string, content_type: string, ids: Buffer | null, sizes: Buffer | null];
+export type WireVersion = [key: string, version: bigint, timestamp: bigint, deleted: boolean, size: number, sha256: string, content_type: string, ids: Buffer | null, sizes: Buffer | null, meta: WireMeta | null];
 
 /** A read at a time this replica cannot answer yet: ask again after a tick later than that time. */
 export type Unstable = { unstable: bigint };
@@ -46,10 +47,17 @@ export interface CommitManifest {
   ids: Buffer;
   /** u32 LE per chunk size. */
   sizes: Buffer;
+  /** File-system attributes (the mount's); absent or null for plain blobs. */
+  meta?: WireMeta | null;
 }
 
 function wire(r: VersionRecord, withChunks: boolean): WireVersion {
-  return [r.key, r.version, r.timestamp, r.deleted, r.size, r.sha256, r.content_type, withChunks ? r.ids : null, withChunks ? r.sizes : null];
+  return [r.key, r.version, r.timestamp, r.deleted, r.size, r.sha256, r.content_type, withChunks ? r.ids : null, withChunks ? r.sizes : null, r.meta];
+}
+
+/** The least string after every string that starts with `p` (p ends in a one-unit delimiter). */
+function pastPrefix(p: string): string {
+  return p.slice(0, -1) + String.fromCharCode(p.charCodeAt(p.length - 1) + 1);
 }
 
 function precondition(message: string): StoreError {
@@ -97,11 +105,31 @@ export class BlobStore {
     return true;
   }
 
+  /**
+   * Keeps chunks a version does not refer to yet (a file still being written) from collection for
+   * another grace period; how many of them are stored.
+   */
+  touchChunks(ids: Buffer): number {
+    const u = currentUpdate();
+    if (!Buffer.isBuffer(ids) || ids.length % CHUNK_ID_BYTES !== 0 || ids.length > 65_536 * CHUNK_ID_BYTES) {
+      this.none();
+      throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'touchChunks takes up to 65,536 ids of 32 bytes');
+    }
+    const d = deltaOf(OP_TOUCH, u.version, u.timestamp, ids.length);
+    ids.copy(d, DELTA_HEADER_BYTES);
+    this.record(d);
+    let stored = 0;
+    for (let at = 0; at < ids.length; at += CHUNK_ID_BYTES) if (this.s.chunks.has(ids.toString('hex', at, at + CHUNK_ID_BYTES))) stored++;
+    return stored;
+  }
+
   /** Makes a new version of `key` from stored chunks; [version, timestamp]. */
   commit(key: string, m: CommitManifest, cond: WriteCondition): [bigint, bigint] {
     const u = currentUpdate();
+    let meta: WireMeta | null;
     try {
       if (typeof key !== 'string' || m.ids.length % CHUNK_ID_BYTES !== 0 || m.sizes.length * 8 !== m.ids.length) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'a malformed manifest');
+      meta = checkMeta(m.meta);
       this.check(key, cond);
       const missing: string[] = [];
       for (let at = 0; at < m.ids.length; at += CHUNK_ID_BYTES) {
@@ -113,7 +141,34 @@ export class BlobStore {
       this.none();
       throw err;
     }
-    this.record(codecDelta(OP_COMMIT, u.version, u.timestamp, [key, m.size, m.sha256, m.content_type, m.ids, m.sizes]));
+    this.record(codecDelta(OP_COMMIT, u.version, u.timestamp, [key, m.size, m.sha256, m.content_type, m.ids, m.sizes, meta]));
+    return [u.version, u.timestamp];
+  }
+
+  /**
+   * A version made of one chunk, stored and committed in one update (a small file); [version,
+   * timestamp]. The manifest's ids and sizes name that chunk alone.
+   */
+  putSmall(key: string, id: Buffer, bytes: Buffer, m: CommitManifest, cond: WriteCondition): [bigint, bigint] {
+    const u = currentUpdate();
+    let meta: WireMeta | null;
+    try {
+      if (typeof key !== 'string' || !Buffer.isBuffer(id) || id.length !== CHUNK_ID_BYTES || !Buffer.isBuffer(bytes) || !m.ids.equals(id) || m.sizes.length !== 4 || m.sizes.readUInt32LE(0) !== bytes.length || m.size !== bytes.length) {
+        throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'putSmall takes one chunk and a manifest of it alone');
+      }
+      meta = checkMeta(m.meta);
+      this.check(key, cond);
+    } catch (err) {
+      this.none();
+      throw err;
+    }
+    const commit = encode([key, m.size, m.sha256, m.content_type, m.ids, m.sizes, meta]);
+    const d = deltaOf(OP_SMALL, u.version, u.timestamp, CHUNK_ID_BYTES + 4 + bytes.length + commit.length);
+    id.copy(d, DELTA_HEADER_BYTES);
+    d.writeUInt32LE(bytes.length, DELTA_HEADER_BYTES + CHUNK_ID_BYTES);
+    bytes.copy(d, SMALL_BYTES_AT);
+    commit.copy(d, SMALL_BYTES_AT + bytes.length);
+    this.record(d);
     return [u.version, u.timestamp];
   }
 
@@ -129,6 +184,27 @@ export class BlobStore {
       throw err;
     }
     this.record(codecDelta(OP_DELETE, u.version, u.timestamp, [key]));
+    return [u.version, u.timestamp];
+  }
+
+  /**
+   * Renames within the shard: `to` gets the live content of `from` (with `meta` when given) and
+   * `from` a delete marker, in one update; [version, timestamp]. `cond` applies to `to`.
+   */
+  move(from: string, to: string, meta: WireMeta | null, cond: WriteCondition): [bigint, bigint] {
+    const u = currentUpdate();
+    let m: WireMeta | null;
+    try {
+      if (typeof from !== 'string' || typeof to !== 'string' || from === to) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'a move is from one key to another');
+      m = checkMeta(meta);
+      const cur = this.s.at(from, null);
+      if (cur === undefined || cur.deleted) throw new StoreError(STORE_ERRORS.NOT_FOUND, `no blob ${JSON.stringify(from)}`, cur?.deleted === true);
+      this.check(to, cond);
+    } catch (err) {
+      this.none();
+      throw err;
+    }
+    this.record(codecDelta(OP_MOVE, u.version, u.timestamp, [from, to, m]));
     return [u.version, u.timestamp];
   }
 
@@ -179,23 +255,61 @@ export class BlobStore {
     return r === undefined ? null : wire(r, true);
   }
 
-  /** Live keys under `prefix` after `after` as of `at` (null: now), at most `limit`; [entries, more]. */
-  list(prefix: string, after: string | null, limit: number, at: bigint | null): [WireVersion[], boolean] | Unstable {
+  /**
+   * Live keys under `prefix` after `after` as of `at` (null: now), at most `limit` names; with a
+   * `delimiter`, keys with it past the prefix roll up into one common prefix each (ending in the
+   * delimiter, listed once, only when a live key is under it), S3 style: a directory listing.
+   * [entries, more, common prefixes].
+   */
+  list(prefix: string, after: string | null, limit: number, at: bigint | null, delimiter: string | null = null): [WireVersion[], boolean, string[]] | Unstable {
     const u = this.unstable(at);
     if (u !== null) return u;
+    if (delimiter !== null && (typeof delimiter !== 'string' || delimiter.length !== 1)) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'a delimiter is one character');
     const max = Math.max(1, Math.min(MAX_PAGE_ENTRIES, limit));
     const out: WireVersion[] = [];
+    const prefixes: string[] = [];
     const keys = this.s.sortedKeys;
     let scanned = 0;
-    for (let i = this.s.firstKeyIndex(prefix, after); i < keys.length; i++) {
+    // After a common prefix, go on past every key under it.
+    let i = delimiter !== null && after !== null && after.endsWith(delimiter) && after.startsWith(prefix) ? this.s.firstKeyIndex(pastPrefix(after), null) : this.s.firstKeyIndex(prefix, after);
+    while (i < keys.length) {
       const k = keys[i]!;
-      if (!k.startsWith(prefix)) return [out, false];
-      if (out.length === max || scanned === MAX_LIST_SCAN) return [out, true];
+      if (!k.startsWith(prefix)) return [out, false, prefixes];
+      if (out.length + prefixes.length === max || scanned >= MAX_LIST_SCAN) return [out, true, prefixes];
       scanned++;
+      const cut = delimiter === null ? -1 : k.indexOf(delimiter, prefix.length);
+      if (cut >= 0) {
+        const p = k.slice(0, cut + 1);
+        const end = this.s.firstKeyIndex(pastPrefix(p), null);
+        for (let j = i; j < end && scanned < MAX_LIST_SCAN; j++, scanned++) {
+          const r = this.s.at(keys[j]!, at);
+          if (r !== undefined && !r.deleted) {
+            prefixes.push(p);
+            break;
+          }
+        }
+        i = end;
+        continue;
+      }
       const r = this.s.at(k, at);
       if (r !== undefined && !r.deleted) out.push(wire(r, false));
+      i++;
     }
-    return [out, false];
+    return [out, false, prefixes];
+  }
+
+  /**
+   * What a path lookup needs in one call: the version of `key` now (null) or at `at`, and the
+   * timestamp of some live key under `key/` (a directory), or null. [version or null, timestamp or null].
+   */
+  lookup(key: string, at: bigint | null): [WireVersion | null, bigint | null] | Unstable {
+    const u = this.unstable(at);
+    if (u !== null) return u;
+    const r = this.s.at(key, at);
+    const v = r === undefined || r.deleted ? null : wire(r, true);
+    const page = this.list(`${key}/`, null, 1, at);
+    const child = Array.isArray(page) ? (page[0][0]?.[2] ?? null) : null;
+    return [v, child];
   }
 
   /** Every version of `key` after version `after`, oldest first, at most MAX_PAGE_ENTRIES; [versions, more]. */
@@ -230,10 +344,10 @@ export class BlobStore {
       throw new StoreError(STORE_ERRORS.BAD_REQUEST, `bytes ${offset}+${length} are outside chunk ${hex} of ${c.size} bytes`);
     }
     const d = await this.state.getDeltaAtVersion(c.version);
-    if (d === undefined || d[0] !== OP_CHUNK || d.toString('hex', DELTA_HEADER_BYTES, DELTA_HEADER_BYTES + CHUNK_ID_BYTES) !== hex) {
+    if (d === undefined || (d[0] !== OP_CHUNK && d[0] !== OP_SMALL) || d.toString('hex', DELTA_HEADER_BYTES, DELTA_HEADER_BYTES + CHUNK_ID_BYTES) !== hex) {
       throw new StoreError(STORE_ERRORS.CORRUPT, `the log entry of chunk ${hex} (version ${c.version}) is missing or holds something else`);
     }
-    const from = DELTA_HEADER_BYTES + CHUNK_ID_BYTES + offset;
+    const from = (d[0] === OP_CHUNK ? CHUNK_BYTES_AT : SMALL_BYTES_AT) + offset;
     return d.subarray(from, from + length);
   }
 
@@ -247,6 +361,6 @@ export class BlobStore {
 export const BlobStoreType = replicatedType({
   name: STORE_TYPE_NAME,
   create: () => new BlobStore(),
-  ordered: ['putChunk', 'commit', 'remove', 'tick', 'collect'],
-  p2p: ['head', 'list', 'versions', 'changes', 'readChunk', 'stats'],
+  ordered: ['putChunk', 'putSmall', 'touchChunks', 'commit', 'remove', 'move', 'tick', 'collect'],
+  p2p: ['head', 'lookup', 'list', 'versions', 'changes', 'readChunk', 'stats'],
 });

@@ -15,17 +15,25 @@
  * Delta layout (little-endian): u8 op | u64 version | u64 timestamp | body
  *   OP_NONE     nothing changed (a refused call); still a version, so replay keeps the timestamp
  *   OP_CHUNK    32-byte chunk id | the chunk's bytes
- *   OP_TOUCH    32-byte chunk id (a chunk stored again: bytes not kept twice)
- *   OP_COMMIT   codec [key, size, sha256, content_type, ids (32 B each), sizes (u32 each)]
+ *   OP_TOUCH    32-byte chunk ids (chunks stored again, or kept by a file still being written:
+ *               their collection waits another grace period; bytes are not kept twice)
+ *   OP_COMMIT   codec [key, size, sha256, content_type, ids (32 B each), sizes (u32 each), meta]
+ *               (meta: [mode, uid, gid, mtime_ms, ctime_ms] from the mount, or null; absent in older logs)
  *   OP_DELETE   codec [key]
  *   OP_COLLECT  ids (32 B each) of unreferenced chunks dropped
  *   OP_TICK     nothing (advances the shard's time for temporal reads)
+ *   OP_SMALL    32-byte chunk id | u32 chunk length | the chunk's bytes | codec [key, size, sha256,
+ *               content_type, ids, sizes, meta]: a chunk and the commit of a version that has only
+ *               it, in one update (small files: one ordered call, not two)
+ *   OP_MOVE     codec [from, to, meta]: `to` gets from's live content (and meta, when given) and
+ *               `from` a delete marker, both at this version: a rename, atomic within the shard
  */
 import { decode, encode } from '../rpc/codec.js';
 import { assert } from '../util/assert.js';
 import type { DeltaSupport, ValueCodec } from '../persistence/persistent.js';
 import { StoreError, STORE_ERRORS } from './errors.js';
 
+const DELTA_HEADER_BYTES_CONST = 17;
 export const OP_NONE = 0;
 export const OP_CHUNK = 1;
 export const OP_TOUCH = 2;
@@ -33,8 +41,13 @@ export const OP_COMMIT = 3;
 export const OP_DELETE = 4;
 export const OP_COLLECT = 5;
 export const OP_TICK = 6;
+export const OP_MOVE = 7;
+export const OP_SMALL = 8;
+/** Where a chunk's bytes start in an OP_CHUNK delta, and in an OP_SMALL delta. */
+export const CHUNK_BYTES_AT = DELTA_HEADER_BYTES_CONST + 32;
+export const SMALL_BYTES_AT = DELTA_HEADER_BYTES_CONST + 32 + 4;
 
-export const DELTA_HEADER_BYTES = 17;
+export const DELTA_HEADER_BYTES = DELTA_HEADER_BYTES_CONST;
 export const CHUNK_ID_BYTES = 32;
 
 /** One version of a key as the shard keeps it (chunk ids and sizes packed, not as strings). */
@@ -50,6 +63,20 @@ export interface VersionRecord {
   ids: Buffer;
   /** Chunk sizes, u32 LE each. */
   sizes: Buffer;
+  /** File-system attributes (the mount's, or set by metadata versions); null for plain blobs. */
+  meta: WireMeta | null;
+}
+
+/** [mode (type and permission bits), uid, gid, mtime and ctime in ms since the epoch (fractions kept)]. */
+export type WireMeta = [mode: number, uid: number, gid: number, mtime_ms: number, ctime_ms: number];
+
+/** A meta value from a caller, checked; null when absent. */
+export function checkMeta(m: unknown): WireMeta | null {
+  if (m === null || m === undefined) return null;
+  if (!Array.isArray(m) || m.length !== 5 || !m.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'file metadata is [mode, uid, gid, mtime_ms, ctime_ms]');
+  const [mode, uid, gid, mtime_ms, ctime_ms] = m as WireMeta;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0xffff || !Number.isInteger(uid) || uid < 0 || !Number.isInteger(gid) || gid < 0) throw new StoreError(STORE_ERRORS.BAD_REQUEST, 'file metadata has a bad mode, uid or gid');
+  return [mode, uid, gid, mtime_ms, ctime_ms];
 }
 
 export interface ChunkRecord {
@@ -148,45 +175,36 @@ export class StoreState {
       case OP_NONE:
       case OP_TICK:
         return;
-      case OP_CHUNK: {
-        const id = body.subarray(0, CHUNK_ID_BYTES).toString('hex');
-        const size = body.length - CHUNK_ID_BYTES;
-        const old = this.chunks.get(id);
-        if (old !== undefined) {
-          // Stored again after a collection raced an upload: the newer bytes serve.
-          old.version = version;
-          old.touched = timestamp;
-          return;
+      case OP_CHUNK:
+        this.storeChunk(body.subarray(0, CHUNK_ID_BYTES).toString('hex'), body.length - CHUNK_ID_BYTES, version, timestamp);
+        return;
+      case OP_SMALL: {
+        const n = body.readUInt32LE(CHUNK_ID_BYTES);
+        this.storeChunk(body.subarray(0, CHUNK_ID_BYTES).toString('hex'), n, version, timestamp);
+        this.commitOf(decode(body.subarray(CHUNK_ID_BYTES + 4 + n)), version, timestamp);
+        return;
+      }
+      case OP_TOUCH:
+        for (let at = 0; at + CHUNK_ID_BYTES <= body.length; at += CHUNK_ID_BYTES) {
+          const c = this.chunks.get(body.toString('hex', at, at + CHUNK_ID_BYTES));
+          if (c !== undefined) c.touched = timestamp;
         }
-        this.chunks.set(id, { version, size, refs: 0, touched: timestamp });
-        this.unreferenced++;
-        this.chunkBytes += size;
         return;
-      }
-      case OP_TOUCH: {
-        const c = this.chunks.get(body.subarray(0, CHUNK_ID_BYTES).toString('hex'));
-        if (c !== undefined) c.touched = timestamp;
+      case OP_COMMIT:
+        this.commitOf(decode(body), version, timestamp);
         return;
-      }
-      case OP_COMMIT: {
-        const [key, size, sha256, content_type, ids, sizes] = decode(body) as [string, number, string, string, Buffer, Buffer];
-        const rec: VersionRecord = { key, version, timestamp, deleted: false, size, sha256, content_type, ids: Buffer.from(ids), sizes: Buffer.from(sizes) };
-        const seen = new Set<string>();
-        for (let at = 0; at < rec.ids.length; at += CHUNK_ID_BYTES) {
-          const id = rec.ids.toString('hex', at, at + CHUNK_ID_BYTES);
-          if (seen.has(id)) continue;
-          seen.add(id);
-          const c = this.chunks.get(id);
-          assert(c !== undefined, 'a commit refers only to stored chunks');
-          if (c.refs === 0) this.unreferenced--;
-          c.refs++;
-        }
-        this.addVersion(rec);
-        return;
-      }
       case OP_DELETE: {
         const [key] = decode(body) as [string];
-        this.addVersion({ key, version, timestamp, deleted: true, size: 0, sha256: '', content_type: '', ids: EMPTY, sizes: EMPTY });
+        this.addVersion({ key, version, timestamp, deleted: true, size: 0, sha256: '', content_type: '', ids: EMPTY, sizes: EMPTY, meta: null });
+        return;
+      }
+      case OP_MOVE: {
+        const [from, to, meta] = decode(body) as [string, string, WireMeta | null];
+        const src = this.at(from, null);
+        assert(src !== undefined && !src.deleted, 'a move is of a live version');
+        this.refer(src.ids);
+        this.addVersion({ ...src, key: to, version, timestamp, meta: meta ?? src.meta });
+        this.addVersion({ key: from, version, timestamp, deleted: true, size: 0, sha256: '', content_type: '', ids: EMPTY, sizes: EMPTY, meta: null });
         return;
       }
       case OP_COLLECT: {
@@ -202,6 +220,40 @@ export class StoreState {
       }
       default:
         throw new StoreError(STORE_ERRORS.CORRUPT, `a store delta has unknown op ${op}`);
+    }
+  }
+
+  private storeChunk(id: string, size: number, version: bigint, timestamp: bigint): void {
+    const old = this.chunks.get(id);
+    if (old !== undefined) {
+      // Stored again after a collection raced an upload: the newer bytes serve.
+      old.version = version;
+      old.touched = timestamp;
+      return;
+    }
+    this.chunks.set(id, { version, size, refs: 0, touched: timestamp });
+    this.unreferenced++;
+    this.chunkBytes += size;
+  }
+
+  private commitOf(value: unknown, version: bigint, timestamp: bigint): void {
+    const [key, size, sha256, content_type, ids, sizes, meta] = value as [string, number, string, string, Buffer, Buffer, WireMeta | null | undefined];
+    const rec: VersionRecord = { key, version, timestamp, deleted: false, size, sha256, content_type, ids: Buffer.from(ids), sizes: Buffer.from(sizes), meta: meta ?? null };
+    this.refer(rec.ids);
+    this.addVersion(rec);
+  }
+
+  /** One more version refers to each of these chunks (counted once per version). */
+  private refer(ids: Buffer): void {
+    const seen = new Set<string>();
+    for (let at = 0; at < ids.length; at += CHUNK_ID_BYTES) {
+      const id = ids.toString('hex', at, at + CHUNK_ID_BYTES);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const c = this.chunks.get(id);
+      assert(c !== undefined, 'a version refers only to stored chunks');
+      if (c.refs === 0) this.unreferenced--;
+      c.refs++;
     }
   }
 
@@ -261,15 +313,15 @@ export class StoreDeltas implements DeltaSupport<StoreState> {
  */
 export const storeStateCodec: ValueCodec<StoreState> = {
   encode(s: StoreState): Buffer {
-    const versions = s.events.map((r) => [r.key, r.version, r.timestamp, r.deleted, r.size, r.sha256, r.content_type, r.ids, r.sizes]);
+    const versions = s.events.map((r) => [r.key, r.version, r.timestamp, r.deleted, r.size, r.sha256, r.content_type, r.ids, r.sizes, r.meta]);
     const chunks = [...s.chunks].map(([id, c]) => [Buffer.from(id, 'hex'), c.version, c.size, c.refs, c.touched]);
     return encode([s.lastVersion, s.lastTimestamp, versions, chunks]);
   },
   decode(b: Buffer): StoreState {
-    const [lastVersion, lastTimestamp, versions, chunks] = decode(b) as [bigint, bigint, [string, bigint, bigint, boolean, number, string, string, Buffer, Buffer][], [Buffer, bigint, number, number, bigint][]];
+    const [lastVersion, lastTimestamp, versions, chunks] = decode(b) as [bigint, bigint, [string, bigint, bigint, boolean, number, string, string, Buffer, Buffer, WireMeta | null | undefined][], [Buffer, bigint, number, number, bigint][]];
     const s = new StoreState();
-    for (const [key, version, timestamp, deleted, size, sha256, content_type, ids, sizes] of versions) {
-      const rec: VersionRecord = { key, version, timestamp, deleted, size, sha256, content_type, ids: Buffer.from(ids), sizes: Buffer.from(sizes) };
+    for (const [key, version, timestamp, deleted, size, sha256, content_type, ids, sizes, meta] of versions) {
+      const rec: VersionRecord = { key, version, timestamp, deleted, size, sha256, content_type, ids: Buffer.from(ids), sizes: Buffer.from(sizes), meta: meta ?? null };
       let h = s.keys.get(key);
       if (h === undefined) s.keys.set(key, (h = []));
       h.push(rec);

@@ -8,7 +8,7 @@
 import { Readable } from 'node:stream';
 import { assert } from '../util/assert.js';
 import { StoreError, STORE_ERRORS } from './errors.js';
-import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, DeleteOptions, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, Watch } from './types.js';
+import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, CommitOptions, DeleteOptions, FileMeta, NewManifest, TimePoint, ListOptions, ListPage, PutOptions, ReadPoint, StoreClient, StoreStats, Watch } from './types.js';
 
 export class SwitchableStoreClient implements StoreClient {
   readonly chunk_size_bytes: number;
@@ -53,6 +53,30 @@ export class SwitchableStoreClient implements StoreClient {
         },
       });
     }
+  }
+  putChunk(key: string, bytes: Buffer): Promise<string> {
+    return this.call((c) => c.putChunk(key, bytes));
+  }
+  putSmall(key: string, bytes: Buffer, m: { sha256?: string; content_type?: string | undefined; meta?: FileMeta | null | undefined }, cond?: CommitOptions): Promise<BlobVersion> {
+    return this.call((c) => c.putSmall(key, bytes, m, cond));
+  }
+  touchChunks(key: string, ids: string[]): Promise<void> {
+    return this.call((c) => c.touchChunks(key, ids));
+  }
+  commit(key: string, m: NewManifest, opts?: CommitOptions): Promise<BlobVersion> {
+    return this.call((c) => c.commit(key, m, opts));
+  }
+  readChunk(key: string, id: string, size: number): Promise<Buffer> {
+    return this.call((c) => c.readChunk(key, id, size));
+  }
+  move(from: string, to: string, meta?: FileMeta | null): Promise<BlobVersion> {
+    return this.call((c) => c.move(from, to, meta));
+  }
+  lookup(key: string, at: TimePoint | null): Promise<{ version: BlobVersion | null; child_timestamp: bigint | null }> {
+    return this.call((c) => c.lookup(key, at));
+  }
+  sameShard(a: string, b: string): boolean {
+    return this.client().sameShard(a, b);
   }
   delete(key: string, opts?: DeleteOptions): Promise<BlobVersion> {
     return this.call((c) => c.delete(key, opts));

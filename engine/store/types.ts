@@ -18,13 +18,46 @@ export interface BlobVersion {
   /** True for a delete marker (size 0, no chunks). */
   deleted: boolean;
   size: number;
-  /** Hex sha256 of the whole content; the strong ETag is `"<sha256>"`. */
+  /**
+   * The strong ETag (sent as `"<sha256>"`): the hex sha256 of the whole content; for a version the
+   * mount composed from edited chunks without reading the rest of the file back, the hex sha256
+   * of its chunk ids followed by `-<chunk count>` (as S3 tags multipart uploads).
+   */
   sha256: string;
   content_type: string;
   /** Ids (hex sha256) of the content's chunks in order; each at most the store's chunk size. */
   chunks: string[];
   /** Bytes of each chunk, in order (sums to size). */
   chunk_sizes: number[];
+  /** File-system attributes, when the mount (or a metadata change) set them; null for plain blobs. */
+  meta: FileMeta | null;
+}
+
+/** A file's attributes as the mount keeps them in its versions. */
+export interface FileMeta {
+  /** Type and permission bits, as st_mode (S_IFREG, S_IFDIR or S_IFLNK). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Modification time, ms since the epoch (fractions kept). */
+  mtime_ms: number;
+  /**
+   * Change time: when the data or attributes last changed, which the mount reports while a file
+   * is open and keeps in the version committed at close (not the version's own timestamp, which
+   * comes later), so a file's ctime does not move when it is closed.
+   */
+  ctime_ms: number;
+}
+
+/** A new version made of chunks already stored in the key's shard (StoreClient.commit). */
+export interface NewManifest {
+  /** Chunk ids (hex sha256) in order; every one but the last exactly chunk_size_bytes long. */
+  chunks: string[];
+  chunk_sizes: number[];
+  /** The ETag (see BlobVersion.sha256). */
+  sha256: string;
+  content_type?: string;
+  meta?: FileMeta | null;
 }
 
 /** A version without its chunk list (listings, version lists, watch events). */
@@ -56,9 +89,18 @@ export interface PutOptions {
   sha256?: string;
   /** Called as bytes are taken from the source (progress bars). */
   onProgress?: (bytes: number) => void;
+  /** File-system attributes to record with the version. */
+  meta?: FileMeta | null;
 }
 
 export interface DeleteOptions {
+  if_match?: string;
+}
+
+export interface CommitOptions {
+  /** Only when the key has no live version. */
+  if_none_match_any?: boolean;
+  /** Only when the live version's etag is this one (compare and swap). */
   if_match?: string;
 }
 
@@ -68,12 +110,16 @@ export interface ListOptions {
   at?: TimePoint;
   /** Return keys strictly after this one (pagination). */
   after?: string;
-  /** At most this many entries (1..1000). */
+  /** At most this many entries and common prefixes together (1..1000). */
   limit: number;
+  /** Roll keys with this character past the prefix up into common prefixes (a directory listing). */
+  delimiter?: string;
 }
 
 export interface ListPage {
   entries: BlobSummary[];
+  /** With a delimiter: the common prefixes (each ending in the delimiter) in this page, in order. */
+  prefixes: string[];
   /** Set when more keys follow; pass it as `after` for the next page. */
   next_after: string | null;
 }
@@ -119,6 +165,34 @@ export interface StoreClient {
   head(key: string, point: ReadPoint): Promise<BlobVersion>;
   /** Streams the bytes of `v` (or of `range` of them), chunk by chunk, verified against the chunk ids. */
   read(v: BlobVersion, range?: ByteRange): Readable;
+  /**
+   * Stores one chunk (at most chunk_size_bytes) in the shard of `key`; resolves with its id (hex
+   * sha256) once it is durable there. The caller may reuse `bytes` as soon as this returns.
+   */
+  putChunk(key: string, bytes: Buffer): Promise<string>;
+  /**
+   * A version of 1..chunk_size_bytes bytes in one update: the chunk and the commit together
+   * (small files). `sha256` defaults to the content's.
+   */
+  putSmall(key: string, bytes: Buffer, m: { sha256?: string; content_type?: string | undefined; meta?: FileMeta | null | undefined }, cond?: CommitOptions): Promise<BlobVersion>;
+  /** Keeps chunks stored for a version not committed yet (a file open for long) from collection. */
+  touchChunks(key: string, ids: string[]): Promise<void>;
+  /** Makes a version of `key` from chunks stored in its shard (putChunk, or other versions'). */
+  commit(key: string, m: NewManifest, opts?: CommitOptions): Promise<BlobVersion>;
+  /** The bytes of chunk `id` (`size` bytes long) in the shard of `key`, checked against the id. */
+  readChunk(key: string, id: string, size: number): Promise<Buffer>;
+  /**
+   * Renames `from` to `to` in one update when both are in one shard (`to` gets from's content,
+   * with `meta` when given; `from` a delete marker); ERR_STORE_BAD_REQUEST when they are not.
+   */
+  move(from: string, to: string, meta?: FileMeta | null): Promise<BlobVersion>;
+  /**
+   * A path lookup in one call: the live version of `key` at `point` (null when none or deleted),
+   * and the timestamp of some live key under `key/` (null when none).
+   */
+  lookup(key: string, at: TimePoint | null): Promise<{ version: BlobVersion | null; child_timestamp: bigint | null }>;
+  /** True when keys `a` and `b` live in the same shard (a version of one may use the other's chunks). */
+  sameShard(a: string, b: string): boolean;
   /** Writes a delete marker; ERR_STORE_NOT_FOUND when the key has no live version. */
   delete(key: string, opts?: DeleteOptions): Promise<BlobVersion>;
   list(opts: ListOptions): Promise<ListPage>;

@@ -36,6 +36,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
 import { StoreCluster } from '../../test/helpers/store-cluster.js';
+import { cleanUpOnExit, cpuSeconds, statusKib, envInt as benchEnvInt, mbps, median } from './bench-stats.js';
 
 const MiB = 1024 * 1024;
 const progress = (s: string) => process.stderr.write(`bench:blob  ${s}\n`);
@@ -85,15 +86,7 @@ if (process.argv[2] === '--bare-server') {
 // ---- the bench ------------------------------------------------------------------------------------
 
 async function benchMain(): Promise<void> {
-  const envInt = (name: string, def: number, min: number): number => {
-    const raw = process.env[name];
-    const v = raw === undefined || raw === '' ? def : Number(raw);
-    if (!Number.isInteger(v) || v < min) {
-      process.stderr.write(`bench:blob: ${name} must be an integer >= ${min}, not ${JSON.stringify(raw)}\n`);
-      process.exit(2);
-    }
-    return v;
-  };
+  const envInt = (name: string, def: number, min: number): number => benchEnvInt('blob', name, def, min);
   const LARGE_MIB = envInt('BENCH_BLOB_LARGE_MIB', 256, 1);
   const LARGE_RUNS = envInt('BENCH_BLOB_RUNS', 3, 1);
   const SMALL_RUNS = envInt('BENCH_BLOB_SMALL_RUNS', 20, 1);
@@ -116,23 +109,9 @@ async function benchMain(): Promise<void> {
     for (const n of cluster?.nodes ?? []) n.proc?.kill('SIGKILL');
     bare?.kill('SIGKILL');
   };
-  const onSignal = (signal: NodeJS.Signals) => {
-    killChildren();
-    rmSync(root, { recursive: true, force: true });
-    process.stderr.write(`bench:blob: ${signal}; stopped\n`);
-    process.exit(130);
-  };
-  process.on('exit', killChildren);
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
+  cleanUpOnExit('blob', killChildren, () => rmSync(root, { recursive: true, force: true }));
 
   // ---- helpers ------------------------------------------------------------------------------------
-
-  const median = (xs: number[]): number => {
-    const s = [...xs].sort((a, b) => a - b);
-    const m = s.length >> 1;
-    return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-  };
-  const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
 
   /** Runs a command to completion (bounded); rejects on a non-zero exit. */
   const run = (cmd: string, args: string[], timeout_ms = 120_000): Promise<void> =>
@@ -257,24 +236,7 @@ async function benchMain(): Promise<void> {
     if (expectEtag && sha !== null && r.etag !== `"${sha}"`) throw new CorrectnessError(`${what}: GET's ETag ${r.etag} is not the source's sha256 ${sha}`);
   };
 
-  const kib = (pid: number, field: string): number => {
-    try {
-      const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return m ? Number(m[1]) : Number.NaN;
-    } catch {
-      return Number.NaN;
-    }
-  };
-  /** CPU seconds (user + system) a process has used, from /proc. */
-  const cpuSeconds = (pid: number): number => {
-    try {
-      const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-      return (Number(f[11]) + Number(f[12])) / 100;
-    } catch {
-      return Number.NaN;
-    }
-  };
+  const kib = statusKib;
   /** The machine's busy and total CPU time (all cores) from /proc/stat, in clock ticks. */
   const machine = (): { busy: number; total: number } => {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -465,21 +427,7 @@ async function benchMain(): Promise<void> {
     progress(`tempest: up (pids ${pids.join(', ')}; data under ${c.root}); uploading to and downloading from member 0`);
     const ours = await transfers('tempest', (k) => `${c.url(0)}/v1/blobs/${k}`, pids, true);
     const hwm_mib = pids.map((p) => round(kib(p, 'VmHWM') / 1024));
-    const memberWarnings = cluster.nodes.flatMap((n) =>
-      n.stderr
-        .split('\n')
-        .filter((line) => {
-          try {
-            return (JSON.parse(line) as { level?: number }).level! >= 40;
-          } catch {
-            return line.trim() !== '';
-          }
-        })
-        .map((line) => `member ${n.id}: ${line.slice(0, 500)}`),
-    );
-    const exited = cluster.nodes.filter((n) => n.proc === null).map((n) => n.id);
-    if (exited.length > 0) throw new Error(`member(s) ${exited.join(', ')} exited during the run`);
-    await cluster.stop();
+    const memberWarnings = await cluster.stopChecked();
     cluster = null;
 
     // ---- report --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { listenablePorts } from './group.js';
+import { forceUnmount } from './mount.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = path.join(ROOT, 'bin', 'tempest.mjs');
@@ -33,6 +34,8 @@ export interface StoreClusterOptions {
   members_per_shard?: number;
   /** Extra --SECTION/key=value overrides for every member. */
   overrides?: string[];
+  /** Members that mount the file system in their process: member id -> absolute mountpoint. */
+  mounts?: Record<number, string>;
 }
 
 export class StoreCluster {
@@ -84,6 +87,7 @@ export class StoreCluster {
       `--STORE/shards=${o.shards ?? 1}`,
       `--STORE/members_per_shard=${o.members_per_shard ?? this.nodes.length}`,
       ...(o.overrides ?? []),
+      ...(o.mounts?.[i] !== undefined ? ['--FUSE/enabled=true', `--FUSE/mountpoint=${o.mounts[i]}`] : []),
     ];
   }
 
@@ -171,8 +175,36 @@ export class StoreCluster {
     if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }
 
+  /** Lines at warn level or above (or not JSON) that the members wrote to stderr, tagged by member. */
+  warningLines(): string[] {
+    return this.nodes.flatMap((n) =>
+      n.stderr
+        .split('\n')
+        .filter((line) => {
+          try {
+            return (JSON.parse(line) as { level?: number }).level! >= 40;
+          } catch {
+            return line.trim() !== '';
+          }
+        })
+        .map((line) => `member ${n.id}: ${line.slice(0, 500)}`),
+    );
+  }
+
+  /** Stops every member after checking none exited on its own (throws if one did); returns
+   * warningLines() from before the stop. */
+  async stopChecked(): Promise<string[]> {
+    const warnings = this.warningLines();
+    const exited = this.nodes.filter((n) => n.proc === null).map((n) => n.id);
+    if (exited.length > 0) throw new Error(`member(s) ${exited.join(', ')} exited during the run`);
+    await this.stop();
+    return warnings;
+  }
+
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((_, i) => this.kill(i)));
+    // A killed member leaves its mount dead (ENOTCONN); unmount it before removing anything.
+    for (const dir of Object.values(this.opts.mounts ?? {})) forceUnmount(dir);
     rmSync(this.root, { recursive: true, force: true });
   }
 }
