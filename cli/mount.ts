@@ -6,12 +6,9 @@
  * and unmounts.
  */
 import type { TempestConfig } from '../config/index.js';
-import { RemoteStoreClient } from '../engine/store/store-client.js';
 import { TempestError } from '../engine/util/errors.js';
-import type { Logger } from '../engine/util/log.js';
-import { mountTempest } from '../fs/index.js';
-
-const REQUEST_MARGIN_BYTES = 64 * 1024;
+import { layerLogger, type Logger } from '../engine/util/log.js';
+import { connectRemoteStore, mountTempest } from '../fs/index.js';
 
 export interface MountCommand {
   dir: string;
@@ -37,26 +34,15 @@ export function parseContacts(s: string): { host: string; port: number }[] {
 }
 
 export async function runMount(c: MountCommand): Promise<void> {
-  const d = c.cfg.DERECHO;
-  const contacts = parseContacts(c.connect);
-  const store = await RemoteStoreClient.connect({
-    contacts,
-    log: c.log.child({ layer: 'store' }),
-    chunk_size_bytes: d.block_size,
-    max_reply_bytes: d.max_p2p_reply_payload_size,
-    max_request_bytes: Math.max(d.max_p2p_request_payload_size, d.block_size + REQUEST_MARGIN_BYTES),
-    upload_window: c.cfg.STORE.upload_window,
-    stable_wait_ms: c.cfg.STORE.stable_wait_ms,
-  });
+  const store = await connectRemoteStore(c.cfg, parseContacts(c.connect), layerLogger('store'));
   try {
     const mount = await mountTempest({
       store,
       mountpoint: c.dir,
-      log: c.log,
+      log: layerLogger('fs'),
       timeout_ms: c.cfg.FUSE.timeout_ms,
       max_file_size_bytes: c.cfg.HTTP.max_blob_size,
       upload_window: c.cfg.STORE.upload_window,
-      registry: null,
       chunk_grace_ms: c.cfg.STORE.chunk_grace_ms,
     });
     c.ready(`Tempest mounted on ${mount.mountpoint} (the group at ${c.connect}); Ctrl-C unmounts.`);

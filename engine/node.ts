@@ -14,7 +14,7 @@
 import type { TempestConfig } from '../config/index.js';
 import { Registry } from 'prom-client';
 import { startBlobServer, type BlobServer } from '../blob-api/index.js';
-import { mountTempest, type MountHandle } from '../fs/index.js';
+import { mountInThread, type MountHandle } from '../fs/index.js';
 import { Group, type HostedType } from './rpc/group.js';
 import { startStoreMember, storeHostedType, type StoreMember } from './store/store-member.js';
 import { SwitchableStoreClient } from './store/switchable-client.js';
@@ -73,17 +73,8 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   let mountFailure: string | null = null;
   if (cfg.FUSE.enabled) {
     try {
-      mount = await mountTempest({
-        store: live,
-        mountpoint: cfg.FUSE.mountpoint,
-        log: memberLog,
-        timeout_ms: cfg.FUSE.timeout_ms,
-        max_file_size_bytes: cfg.HTTP.max_blob_size,
-        upload_window: cfg.STORE.upload_window,
-        registry,
-        statfs_path: d.data_dir,
-        chunk_grace_ms: cfg.STORE.chunk_grace_ms,
-      });
+      // Serving the kernel from its own thread; its store calls run here (fs/mount-thread.ts).
+      mount = await mountInThread({ cfg, store: live, log: memberLog, registry, bindings: { member: d.local_id } });
     } catch (err) {
       // The store and HTTP serve without the mount; say why, once, loudly.
       mountFailure = (err as Error).message;

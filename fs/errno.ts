@@ -73,7 +73,8 @@ export function errnoOf(err: unknown): number {
 }
 
 /** A full disk anywhere below (the log store's ENOSPC, in the error or its causes). */
-function noSpace(err: unknown): boolean {
+/** True when a full disk caused `err` (anywhere along its causes). */
+export function noSpace(err: unknown): boolean {
   for (let e = err as { code?: unknown; cause?: unknown; message?: unknown } | undefined, depth = 0; e !== undefined && e !== null && depth < 8; e = e.cause as typeof e, depth++) {
     if (e.code === 'ENOSPC' || (isTempestError(e) && /ENOSPC|no space left/i.test(String(e.message)))) return true;
   }

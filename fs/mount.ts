@@ -9,7 +9,6 @@
 import Fuse from 'fuse-native';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Registry } from 'prom-client';
 import type { StoreClient } from '../engine/store/types.js';
 import type { Logger } from '../engine/util/log.js';
 import { FsMetrics } from './metrics.js';
@@ -28,8 +27,8 @@ export interface MountOptions {
   timeout_ms: number;
   max_file_size_bytes: number;
   upload_window: number;
-  /** Register the mount's metrics here (the member's /metrics); none when null. */
-  registry: Registry | null;
+  /** Where the mount counts its store calls and operations (a new FsMetrics when absent). */
+  metrics?: FsMetrics;
   /** Free space reported by statfs is this directory's (the member's data dir). */
   statfs_path?: string;
   /** [STORE] chunk_grace_ms of the group. */
@@ -51,13 +50,13 @@ class TunedFuse extends Fuse {
 }
 
 export async function mountTempest(opts: MountOptions): Promise<MountHandle> {
-  const log = opts.log.child({ layer: 'fs' });
+  const log = opts.log;
   const mountpoint = path.resolve(opts.mountpoint);
   mkdirSync(mountpoint, { recursive: true });
   const fs = new TempestFs({
     store: opts.store,
     log,
-    metrics: new FsMetrics(opts.registry),
+    metrics: opts.metrics ?? new FsMetrics(),
     max_file_size_bytes: opts.max_file_size_bytes,
     upload_window: opts.upload_window,
     statfs_path: opts.statfs_path ?? process.cwd(),

@@ -648,7 +648,7 @@ export class TempestFs {
   }
 
   private async moveKey(from: string, to: string): Promise<void> {
-    if (this.store.sameShard(from, to)) {
+    if (await this.store.sameShard(from, to)) {
       // One update: the new name gets the content, the old one a delete marker, atomically.
       this.metrics.call('commit');
       try {

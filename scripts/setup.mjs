@@ -218,17 +218,24 @@ function ensureNative() {
 
 /**
  * fuse-native 2.2.6 gets utimens wrong, so tar, rsync and `touch -m` would record wrong
- * modification times. Its addon is rebuilt from its own source with three fixes, where
+ * modification times, and it can only mount from the main thread. Its addon is rebuilt from its
+ * own source with these fixes, where
  * node-gyp-build looks first (build/Release); a stamp of the patched source skips the rebuild:
  *   - it passes the access time as the modification time too (argv 5 is l->atime);
  *   - it does not set libfuse 2's flag_utime_omit_ok, so a change of one time only (atime
  *     UTIME_OMIT, as `touch -m` and tar send) is silently dropped by libfuse;
- *   - it turns UTIME_NOW and UTIME_OMIT into ~1073 ms; they become 1 and 0 (fs/tempest-fs.ts).
+ *   - it turns UTIME_NOW and UTIME_OMIT into ~1073 ms; they become 1 and 0 (fs/tempest-fs.ts);
+ *   - it posts every request to uv_default_loop(), the main thread's: a mount made in a worker
+ *     thread crashed the process; requests now go to the loop of the thread that mounted.
  */
 const FUSE_NATIVE_FIXES = [
   ['FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)', 'FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)'],
   ['  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;', '  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;\n  ops.flag_utime_omit_ok = 1;'],
   ['static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n', 'static uint64_t timespec_to_uint64 (const struct timespec* ts) {\n  if (ts->tv_nsec == UTIME_OMIT) return 0;\n  if (ts->tv_nsec == UTIME_NOW) return 1;\n'],
+  // The mount's requests go to the event loop of the thread that mounted (a member mounts in a
+  // worker thread, fs/mount-thread.ts), not always to the main thread's.
+  ['int err = uv_async_init(uv_default_loop(), &(l->async)', 'int err = uv_async_init(handle->loop, &(l->async)'],
+  ['  int err = uv_async_init(uv_default_loop(), &(ft->async)', '  uv_loop_t *loop = NULL;\n  napi_get_uv_event_loop(env, &loop);\n  int err = uv_async_init(loop, &(ft->async)'],
 ];
 
 function ensureFuseAddon() {
@@ -237,14 +244,14 @@ function ensureFuseAddon() {
   if (!source) return; // not installed (yet)
   let patched = source.toString('utf8');
   for (const [from, to] of FUSE_NATIVE_FIXES) {
-    if (!patched.includes(from)) fail(`node_modules/fuse-native/fuse-native.c is not the 2.2.6 source the utimens fix was written for ("${from.trim()}" is missing): pin fuse-native to 2.2.6 in package.json.`);
+    if (!patched.includes(from)) fail(`node_modules/fuse-native/fuse-native.c is not the 2.2.6 source our fixes were written for ("${from.trim()}" is missing): pin fuse-native to 2.2.6 in package.json.`);
     patched = patched.replace(from, to);
   }
   const release = path.join(pkg, 'build', 'Release');
   const stampFile = path.join(release, '.tempest-patch-sha256');
   const stamp = sha256(patched);
   if (readIfExists(stampFile)?.toString('utf8').trim() === stamp && fs.existsSync(path.join(release, 'fuse.node'))) return;
-  progress('building fuse-native with its utimens fix (node-gyp) ...');
+  progress('building fuse-native with our fixes (utimens, worker-thread loop; node-gyp) ...');
   // Built beside it inside node_modules, so the binding's require('napi-macros') resolves.
   const work = path.join(NODE_MODULES, '.tempest-fuse-native');
   fs.rmSync(work, { recursive: true, force: true });

@@ -390,7 +390,7 @@ export class RemoteStoreClient implements StoreClient {
     return bytes;
   }
 
-  sameShard(a: string, b: string): boolean {
+  async sameShard(a: string, b: string): Promise<boolean> {
     return this.shardOf(a) === this.shardOf(b);
   }
 

@@ -75,7 +75,7 @@ export class SwitchableStoreClient implements StoreClient {
   lookup(key: string, at: TimePoint | null): Promise<{ version: BlobVersion | null; child_timestamp: bigint | null }> {
     return this.call((c) => c.lookup(key, at));
   }
-  sameShard(a: string, b: string): boolean {
+  sameShard(a: string, b: string): Promise<boolean> {
     return this.client().sameShard(a, b);
   }
   delete(key: string, opts?: DeleteOptions): Promise<BlobVersion> {

@@ -192,7 +192,7 @@ export interface StoreClient {
    */
   lookup(key: string, at: TimePoint | null): Promise<{ version: BlobVersion | null; child_timestamp: bigint | null }>;
   /** True when keys `a` and `b` live in the same shard (a version of one may use the other's chunks). */
-  sameShard(a: string, b: string): boolean;
+  sameShard(a: string, b: string): Promise<boolean>;
   /** Writes a delete marker; ERR_STORE_NOT_FOUND when the key has no live version. */
   delete(key: string, opts?: DeleteOptions): Promise<BlobVersion>;
   list(opts: ListOptions): Promise<ListPage>;
