@@ -1,8 +1,10 @@
 /**
  * `tempest up` (what `npm start` runs): the ready 3-member layout of config/local on 127.0.0.1,
  * one `tempest node` process per member, data under ./data. Members start together; node0 starts
- * the group and the others join through it. Ctrl-C (or SIGTERM) stops every member; a member
- * that exits on its own stops the others, since the layout is meant to run whole.
+ * the group and the others join through it. Ctrl-C (or SIGTERM) stops every member. A member
+ * killed from outside (kill -9 in the README's tour) is reported and the others go on without it,
+ * as a replicated service should; `npm start` again brings the whole layout back from ./data. A
+ * member that exits by itself (bad configuration, port in use) stops the others.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
@@ -48,10 +50,20 @@ export async function runUp(opts: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
   exited.forEach((p, i) =>
     void p.then((code) => {
-      if (!stopping) {
-        process.stderr.write(`tempest: member node${i} exited (code ${String(code)}); stopping the others\n`);
-        stopAll(`node${i} exited`);
+      if (stopping) return;
+      const how = code === null ? `was killed (${children[i]!.signalCode ?? 'signal'})` : `exited with code ${code}`;
+      const left = children.filter((c) => c.exitCode === null && c.signalCode === null).length;
+      // A member that ended by itself failed (bad configuration, a port in use, a full disk):
+      // the layout is meant to run whole, so stop. One killed from outside is a crash to ride out.
+      if (code !== null || left === 0) {
+        process.stderr.write(`tempest: member node${i} ${how}; stopping the others\n`);
+        stopAll(`node${i} ${how}`);
+        return;
       }
+      process.stderr.write(
+        `tempest: member node${i} ${how}; the other ${left} go on without it (a group needs a majority of its last view). ` +
+          `Ctrl-C and \`npm start\` again restart all three from ./data\n`,
+      );
     }),
   );
   const codes = await Promise.all(exited);
