@@ -22,7 +22,7 @@ const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 /** Scrapes within this long of each other share one store.stats() call. */
 const STATS_REUSE_MS = 1000;
 
-const STORE_GAUGES: { name: string; help: string; field: keyof StoreStats }[] = [
+const STORE_GAUGES: { name: string; help: string; field: Exclude<keyof StoreStats, 'frontier'> }[] = [
   { name: 'tempest_store_keys', help: 'Keys with at least one version', field: 'keys' },
   { name: 'tempest_store_versions', help: 'Versions kept, delete markers included', field: 'versions' },
   { name: 'tempest_store_chunks', help: 'Chunks stored', field: 'chunks' },

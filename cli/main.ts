@@ -4,6 +4,9 @@
  *   tempest node [--config FILE] [--SECTION/key=value ...] [-- app args]   run one member
  *   tempest up [--SECTION/key=value ...]                                   what `npm start` runs
  *   tempest mount <dir> --connect host:port [--config FILE] [--SECTION/key=value ...]
+ *   tempest status [--connect host:port,...] [--json]
+ *   tempest put <key> <file|-> [--connect ...]      tempest get <key> [--at T | --version N] [-o FILE]
+ *   tempest bench [--quick] [--only=a,b] [--out=DIR] runs every benchmark, writes bench/REPORT.md
  *
  * `--SECTION/key=value` overrides (and everything after `--`) are taken out of argv by the config
  * loader's splitArgv() before commander parses the rest, since commander would reject them as
@@ -18,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { assertPortsBindable, loadConfig, splitArgv } from '../config/index.js';
 import { startNode, type NodeHandle } from '../engine/node.js';
+import { runBench } from './bench.js';
+import { localConfigFile, localContacts, runGet, runPut, runStatus } from './client.js';
 import { runMount } from './mount.js';
 import { runUp } from './up.js';
 import { isTempestError } from '../engine/util/errors.js';
@@ -69,6 +74,8 @@ function buildProgram(overrides: Overrides, appArgs: string[]): Command {
     .description("Tempest: a replicated, versioned file system and blob store after Cornell's Derecho.")
     .version(packageVersion(), '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show help')
+    // Root options only before the command name, so `tempest get k --version 3` is get's --version.
+    .enablePositionalOptions()
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride() // inherited by the subcommands below: errors come back to main() as exceptions
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
@@ -106,6 +113,62 @@ function buildProgram(overrides: Overrides, appArgs: string[]): Command {
       await runMount({ dir, connect: opts.connect, cfg, log: layerLogger('mount'), stop: stop.requested, ready: (m) => process.stdout.write(`${m}\n`) });
     });
 
+  const CONNECT_HELP = "members' [DERECHO] external_port, host:port[,host:port...] tried in turn (default: the local layout of `npm start`, config/local)";
+  const CLIENT_CONFIG_HELP = 'configuration file (INI) whose [DERECHO] block_size and limits match the group (default: config/local/node0.ini)';
+  /** The client commands' configuration and contacts: the local layout's unless given. */
+  const clientSetup = (opts: { connect?: string; config?: string }): { cfg: ReturnType<typeof loadConfig>; connect: string } => ({
+    cfg: loadConfig({ file: opts.config ?? localConfigFile(PACKAGE_ROOT), overrides }),
+    connect: opts.connect ?? localContacts(PACKAGE_ROOT),
+  });
+  program
+    .command('status')
+    .description('print the view, members, leader, shard layout and stability frontier of a running group')
+    .option('--connect <host:port>', CONNECT_HELP)
+    .option('-c, --config <file>', CLIENT_CONFIG_HELP)
+    .option('--json', 'one JSON object instead of text')
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async (opts: { connect?: string; config?: string; json?: boolean }) => {
+      await runStatus({ ...clientSetup(opts), json: opts.json === true, out: process.stdout });
+    });
+
+  program
+    .command('put')
+    .description('store <file> (or standard input for -) as a new version of blob <key>, streamed chunk by chunk; prints the version, size and sha256 acknowledged')
+    .argument('<key>', 'blob key, e.g. photos/cat.jpg (the file mnt/photos/cat.jpg)')
+    .argument('<file>', 'file to upload, or - for standard input')
+    .option('--connect <host:port>', CONNECT_HELP)
+    .option('--content-type <type>', 'media type stored with the version')
+    .option('-c, --config <file>', CLIENT_CONFIG_HELP)
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async (key: string, file: string, opts: { connect?: string; contentType?: string; config?: string }) => {
+      await runPut({ ...clientSetup(opts), key, file, contentType: opts.contentType, out: process.stdout });
+    });
+
+  program
+    .command('get')
+    .description('write blob <key> (now, as it was at a past time, or one version) to a file or stdout, checking its sha256; its description goes to stdout (stderr when the bytes do)')
+    .argument('<key>', 'blob key')
+    .option('--at <time>', 'as it was at this time: ISO 8601 UTC (2026-12-03T10:15:00Z; dots may replace the colons) or epoch milliseconds')
+    .option('--version <n>', 'this version number (what `tempest put` printed, or x-tempest-version)')
+    .option('-o, --output <file>', 'where to write the bytes (- for stdout)', '-')
+    .option('--connect <host:port>', CONNECT_HELP)
+    .option('-c, --config <file>', CLIENT_CONFIG_HELP)
+    .addHelpText('after', OVERRIDE_HELP)
+    .action(async (key: string, opts: { at?: string; version?: string; output: string; connect?: string; config?: string }) => {
+      await runGet({ ...clientSetup(opts), key, at: opts.at, version: opts.version, output: opts.output, out: process.stdout });
+    });
+
+  program
+    .command('bench')
+    .description('run every benchmark, one after another (node dist/scripts/bench/all.js), and write REPORT.md with each figure beside its baseline')
+    .option('--quick', 'the short form of every benchmark that has one')
+    .option('--only <names>', 'comma-separated subset, e.g. transport,blob')
+    .option('--out <dir>', 'where REPORT.md and results.json go (default: <repo>/bench)')
+    .action(async (opts: { quick?: boolean; only?: string; out?: string }) => {
+      const code = await runBench({ packageRoot: PACKAGE_ROOT, quick: opts.quick === true, only: opts.only, outDir: opts.out });
+      if (code !== 0) throw new Exit(code);
+    });
+
   return program;
 }
 
@@ -133,6 +196,8 @@ async function runNode(args: { file: string | undefined; overrides: Overrides; a
 
   const node = await startNode(cfg, layerLogger('node'));
   process.stdout.write(`${node.describe()}\n`);
+  // A member that lost the majority restarts from its logs; its line says so once it is back.
+  node.onServingAgain(() => process.stdout.write(`${node.describe()}\n`));
 
   const signal = await stop.requested;
   log.info({ signal }, 'stopping');
@@ -185,7 +250,7 @@ function exitCodeFor(err: unknown): number {
     return err.exitCode === 0 ? 0 : 2;
   }
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code.startsWith('ERR_CONFIG')) {
+  if (typeof code === 'string' && (code.startsWith('ERR_CONFIG') || code === 'ERR_CLI_USAGE')) {
     process.stderr.write(`tempest: ${(err as Error).message}\n`);
     return 2;
   }

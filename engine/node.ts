@@ -23,6 +23,11 @@ import type { Logger } from './util/log.js';
 export interface NodeHandle {
   /** One human sentence on what this member is running and where. */
   describe(): string;
+  /**
+   * Called each time the member is serving again after it lost the majority and restarted from
+   * its logs (the first view needs no call: startNode resolves in it), so a caller can say so.
+   */
+  onServingAgain(fn: () => void): void;
   /** Stops every layer and releases ports, memory registrations and threads. Idempotent. */
   close(): Promise<void>;
 }
@@ -83,6 +88,8 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   }
   let closing: Promise<void> | undefined;
   let restarting: Promise<void> | null = null;
+  let restartReason: string | null = null;
+  const servingAgain: (() => void)[] = [];
 
   const watch = (e: Engine): void => {
     const member = e.group.member;
@@ -98,6 +105,7 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
   const restart = async (old: Engine, reason: string): Promise<void> => {
     live.detach(`member ${d.local_id} is not in a majority view (${reason}); it is restarting from its logs to rejoin`);
     log.warn({ reason }, 'lost the majority: restarting the group from the logs');
+    restartReason = reason;
     running = null;
     await closeEngine(old);
     for (let attempt = 1; closing === undefined; attempt++) {
@@ -110,7 +118,9 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
         running = e;
         watch(e);
         live.attach(e.store.client);
+        restartReason = null;
         log.info({ attempt }, 'back in a majority view: serving again');
+        for (const fn of servingAgain) fn();
         return;
       } catch (err) {
         log.warn({ err: (err as Error).message, attempt }, 'the group is not back yet; trying again');
@@ -126,13 +136,19 @@ export async function startNode(cfg: TempestConfig, log: Logger, types: HostedTy
     describe: () => {
       const member = running?.group.member;
       const v = member?.summary() ?? null;
-      const view = v === null ? 'not in a view yet' : `in view ${v.vid} with members ${v.members.map((m) => m.id).join(', ')} (leader ${v.leader})`;
+      const view =
+        v === null
+          ? `restarting from its logs to rejoin a majority view (it lost the majority: ${restartReason ?? 'closing'})`
+          : `in view ${v.vid} with members ${v.members.map((m) => m.id).join(', ')} (leader ${v.leader})`;
       return (
         `Tempest member ${d.local_id}: libfabric ${first.fabric.provider} on ${first.fabric.domain} at ${d.local_ip}:${d.sst_port}, ` +
         `group membership on ${d.local_ip}:${d.gms_port}, external clients on ${d.local_ip}:${d.external_port}, ${view}; ` +
         (http === null ? 'HTTP blob API off' : `HTTP blob API on http://${cfg.HTTP.host}:${http.port}/v1/`) +
         (mount !== null ? `; file system mounted on ${mount.mountpoint}.` : mountFailure !== null ? `; file system NOT mounted (${mountFailure}).` : '.')
       );
+    },
+    onServingAgain: (fn) => {
+      servingAgain.push(fn);
     },
     close: () =>
       (closing ??= (async () => {

@@ -3,12 +3,12 @@
  * ./mnt), and the README's five-minute tour pasted line by line into one shell. Both tests use
  * the layout's fixed ports, so they run one after the other.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
 import { isFuseMounted } from './helpers/mount.js';
-import { README, startLocalUp } from './helpers/local-up.js';
+import { BIN, README, startLocalUp } from './helpers/local-up.js';
 import { ShellSession, tourBlocks } from './helpers/shell-session.js';
 
 const READY_TIMEOUT_MS = 45_000;
@@ -50,6 +50,9 @@ test.serial("the README's five-minute tour, pasted line by line, prints what the
   const blocks = tourBlocks(readFileSync(README, 'utf8'));
   t.is(blocks.length, 2, 'the README has two ```sh tour blocks: before and after the restart');
   const dir = mkdtempSync(path.join(tmpdir(), 'tempest-tour-'));
+  // The README's reader pastes in the repository, where `npx tempest` is this package's bin.
+  mkdirSync(path.join(dir, 'node_modules', '.bin'), { recursive: true });
+  symlinkSync(BIN, path.join(dir, 'node_modules', '.bin', 'tempest'));
   const shell = new ShellSession(dir);
   let up = startLocalUp(dir, { TEMPEST_LOG_LEVEL: 'info' });
   t.teardown(() => {

@@ -574,9 +574,10 @@ export class RemoteStoreClient implements StoreClient {
   }
 
   async stats(): Promise<StoreStats> {
-    const out: StoreStats = { keys: 0, versions: 0, chunks: 0, unreferenced_chunks: 0, chunk_bytes: 0 };
+    const out: StoreStats = { keys: 0, versions: 0, chunks: 0, unreferenced_chunks: 0, chunk_bytes: 0, frontier: [] };
     const all = await Promise.all(Array.from({ length: this.shards() }, (_, s) => this.p2p(s, 'stats', []) as Promise<ReturnType<BlobStore['stats']>>));
-    for (const [keys, versions, chunks, unref, bytes] of all) {
+    for (const [shard, [keys, versions, chunks, unref, bytes, timestamp, version]] of all.entries()) {
+      out.frontier.push({ shard, version, timestamp });
       out.keys += keys;
       out.versions += versions;
       out.chunks += chunks;

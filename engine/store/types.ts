@@ -147,6 +147,11 @@ export interface StoreStats {
   /** Chunks referenced by no version (left by aborted uploads; collected after a grace period). */
   unreferenced_chunks: number;
   chunk_bytes: number;
+  /**
+   * Per shard, the newest update the answering replica has applied (delivered, so stable on every
+   * replica of the shard): a read at any time up to `timestamp` is answered at once.
+   */
+  frontier: { shard: number; version: bigint; timestamp: bigint }[];
 }
 
 /** A watch subscription: versions under a prefix, in order per key (and per shard), each once. */

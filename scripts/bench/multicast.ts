@@ -43,6 +43,7 @@ try {
       seconds: { type: 'string' },
       'soak-seconds': { type: 'string', default: '0' },
       quick: { type: 'boolean', default: false },
+      sweep: { type: 'boolean', default: false },
     },
   });
 } catch (err) {
@@ -193,9 +194,9 @@ function take(c: Child, what: string, pred: (m: Msg) => boolean, timeout_ms = WA
 }
 const takeType = (c: Child, type: string, timeout_ms = WAIT_MS) => take(c, `"${type}" message`, (m) => m.type === type, timeout_ms);
 
-async function startSet(set: string, settings: MulticastSettings): Promise<Child[]> {
-  const ports = await freePorts(6);
-  const members = [0, 1, 2].map((id) => ({ id, ip: '127.0.0.1', port: ports[2 * id]!, fabric_port: ports[2 * id + 1]! }));
+async function startSet(set: string, settings: MulticastSettings, n = 3): Promise<Child[]> {
+  const ports = await freePorts(2 * n);
+  const members = Array.from({ length: n }, (_, id) => id).map((id) => ({ id, ip: '127.0.0.1', port: ports[2 * id]!, fabric_port: ports[2 * id + 1]! }));
   const procs = members.map((self) => Child.start(PEER, { set, self, members, settings, member: memberOptions }));
   all.push(...procs);
   await Promise.all(procs.map((p) => takeType(p, 'ready', 60_000)));
@@ -516,6 +517,87 @@ async function main(): Promise<void> {
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
+// ---- --sweep: throughput against message size and against group size -------------------------------
+
+/** SMC sizes (up to max_smc_payload_size) for the ordered sweep; RDMC sizes come from its own phase. */
+const SWEEP_SIZES = [64, 256, KiB, 4 * KiB, 10 * KiB];
+const SWEEP_MEMBERS = [3, 5, 7];
+
+/**
+ * Every member sending with its window full, for each SMC size at 3 members and for 1 KiB at 3, 5
+ * and 7 members; then RDMC 1 and 16 MiB from one sender to the others at each group size; and
+ * Node net in the same run as the baseline. Delivered bytes/s is the minimum over members.
+ */
+async function sweep(): Promise<void> {
+  const measure_ms = seconds * 1000;
+  const bySize: { size_bytes: number; members: number; msgs_per_s: number; MBps: number; p50_ms: number }[] = [];
+  const byMembers: { members: number; size_bytes: number; msgs_per_s: number; MBps: number; rdmc_1MiB_MBps: number; rdmc_16MiB_MBps: number }[] = [];
+  const point = async (n: number, size: number): Promise<{ msgs_per_s: number; MBps: number; p50_ms: number }> => {
+    // Every member a sender: baseSettings names the 3 of the default layout.
+    const set = await startSet(`sweep-${n}-${size}`, { ...baseSettings, senders: Array.from({ length: n }, (_, i) => i) }, n);
+    try {
+      const r = await loadPhase(set, `sweep_${n}_${size}`, { senders: set.map((_, i) => i), rate_per_s: 0, size, warmup_ms: WARMUP_MS, measure_ms, sample_every: SAMPLE_EVERY });
+      const msgs = Math.min(...r.rates);
+      return { msgs_per_s: Math.round(msgs), MBps: round((msgs * size) / 1e6, 1), p50_ms: round(percentile(r.latency, 0.5), 3) };
+    } finally {
+      await stopSet(set);
+    }
+  };
+  const rdmcAt = async (n: number): Promise<{ rdmc_1MiB_MBps: number; rdmc_16MiB_MBps: number }> => {
+    const set = await startSet(`sweep-rdmc-${n}`, { ...baseSettings, senders: [0] }, n);
+    try {
+      const out: number[] = [];
+      let seq = 0;
+      for (const size of [MiB, 16 * MiB]) {
+        const times: number[] = [];
+        for (let j = -1; j < (quick ? 2 : 5); j++) {
+          const s = seq++;
+          set[0]!.send({ cmd: 'rdmc-send', seq: s, size });
+          const sent = await take(set[0]!, `rdmc-sent ${s}`, (m) => m.type === 'rdmc-sent' && m.seq === s);
+          const got = await Promise.all(set.map((p) => take(p, `rdmc-delivered ${s}`, (m) => m.type === 'rdmc-delivered' && m.seq === s)));
+          const last = got.slice(1).reduce((a, g) => (BigInt(g.t as string) > a ? BigInt(g.t as string) : a), 0n);
+          if (j >= 0) times.push(Number(last - BigInt(sent.t0 as string)) / 1e9);
+        }
+        out.push(round(size / median(times) / 1e6, 1));
+      }
+      return { rdmc_1MiB_MBps: out[0]!, rdmc_16MiB_MBps: out[1]! };
+    } finally {
+      await stopSet(set);
+    }
+  };
+  for (const size of SWEEP_SIZES) {
+    progress(`sweep: 3 members all sending ${size} B, window full, ${seconds} s`);
+    bySize.push({ size_bytes: size, members: 3, ...(await point(3, size)) });
+  }
+  for (const n of SWEEP_MEMBERS) {
+    progress(`sweep: ${n} members all sending 1 KiB, window full, ${seconds} s; then RDMC 1 and 16 MiB from member 0`);
+    const p = n === 3 ? bySize.find((b) => b.size_bytes === KiB)! : await point(n, KiB);
+    byMembers.push({ members: n, size_bytes: KiB, msgs_per_s: p.msgs_per_s, MBps: p.MBps, ...(await rdmcAt(n)) });
+  }
+  progress(`node net: ${NET_BYTES / MiB} MiB in 1 MiB writes, one stream on loopback`);
+  const netMBps = round((await netBandwidth()) * 1e3, 1);
+  const at = (n: number) => byMembers.find((b) => b.members === n)!;
+  const summary = {
+    bench: 'multicast-sweep',
+    seconds_per_point: seconds,
+    by_size: bySize,
+    by_members: byMembers,
+    baseline: { net_MBps: netMBps },
+    ratios: {
+      ordered_1KiB_7_vs_3_members: round(at(7).msgs_per_s / at(3).msgs_per_s),
+      rdmc_16MiB_7_vs_3_members: round(at(7).rdmc_16MiB_MBps / at(3).rdmc_16MiB_MBps),
+      rdmc_16MiB_3_members_vs_net: round(at(3).rdmc_16MiB_MBps / netMBps),
+    },
+    warnings,
+  };
+  const out = ['multicast sweep (window full, every member sending; MB/s = 10^6 bytes/s delivered at the slowest member)'];
+  for (const b of bySize) out.push(`  ${String(b.size_bytes).padStart(6)} B, 3 members: ${b.msgs_per_s} msg/s, ${b.MBps} MB/s, p50 ${b.p50_ms} ms`);
+  for (const b of byMembers) out.push(`  ${b.members} members: 1 KiB ${b.msgs_per_s} msg/s; RDMC 1 MiB ${b.rdmc_1MiB_MBps} MB/s, 16 MiB ${b.rdmc_16MiB_MBps} MB/s`);
+  out.push(`  node net, one stream: ${netMBps} MB/s`);
+  out.push(JSON.stringify(summary));
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
 function killEverything(): void {
   for (const p of all) p.kill('SIGKILL');
 }
@@ -527,7 +609,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-main().then(
+(opts.sweep ? sweep() : main()).then(
   async () => {
     await killAll(all);
     process.exit(0);

@@ -17,7 +17,7 @@ export interface LocalUp {
   child: ChildProcess;
   stdout(): string;
   stderr(): string;
-  /** Lines `[nodeN] ... in view V ...`, one per member once it is in a view. */
+  /** The latest line `[nodeN] ... in view V ...` of each member that is in a view. */
   viewLines(): string[];
   /** Waits until all three members printed their line. */
   ready(timeout_ms: number): Promise<void>;
@@ -39,7 +39,12 @@ export function startLocalUp(cwd: string, env: NodeJS.ProcessEnv = {}): LocalUp 
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s.length + err.length > 200_000 ? s.slice(-100_000) : s));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const viewLines = () => out.split('\n').filter((l) => /^\[node\d\] .* in view \d+/.test(l));
+  // A member that lost the majority early (a loaded machine) prints a second line once it is back.
+  const viewLines = (): string[] => {
+    const last = new Map<string, string>();
+    for (const l of out.split('\n')) if (/^\[node\d\] .* in view \d+/.test(l)) last.set(l.slice(0, 7), l);
+    return [...last.values()];
+  };
   return {
     child,
     stdout: () => out,
