@@ -477,24 +477,9 @@ export class Replica {
    * What each field's log holds: entries, first and last version, and a hash over (version,
    * timestamp, payload) of every entry, so tests and tools can compare logs across members.
    */
-  async logDigest(): Promise<{ field: string; entries: number; first: string; last: string; sha256: string }[]> {
-    const out: { field: string; entries: number; first: string; last: string; sha256: string }[] = [];
-    for (const f of this.fields) {
-      const h = createHash('sha256');
-      const head = Buffer.alloc(16);
-      let n = 0;
-      let first = -1n;
-      let last = -1n;
-      for await (const e of f.log.entries(beforeFirstReadable(f.log))) {
-        head.writeBigInt64LE(e.version, 0);
-        head.writeBigUInt64LE(e.timestamp, 8);
-        h.update(head).update(e.payload);
-        if (n === 0) first = e.version;
-        last = e.version;
-        n++;
-      }
-      out.push({ field: f.name, entries: n, first: first.toString(), last: last.toString(), sha256: h.digest('hex') });
-    }
+  async logDigest(): Promise<LogDigest[]> {
+    const out: LogDigest[] = [];
+    for (const f of this.fields) out.push({ field: f.name, ...(await digestLog(f.log)) });
     return out;
   }
 
@@ -524,6 +509,32 @@ export async function existingReplicas(file_path: string): Promise<[string, numb
     if (m) out.push([m[1]!, Number(m[2]), Number(m[3])]);
   }
   return out;
+}
+
+export interface LogDigest {
+  field: string;
+  entries: number;
+  first: string;
+  last: string;
+  sha256: string;
+}
+
+/** Entries, first and last version, and a sha256 over (version, timestamp, payload) of every readable entry of `log`. */
+export async function digestLog(log: Log): Promise<Omit<LogDigest, 'field'>> {
+  const h = createHash('sha256');
+  const head = Buffer.alloc(16);
+  let n = 0;
+  let first = -1n;
+  let last = -1n;
+  for await (const e of log.entries(beforeFirstReadable(log))) {
+    head.writeBigInt64LE(e.version, 0);
+    head.writeBigUInt64LE(e.timestamp, 8);
+    h.update(head).update(e.payload);
+    if (n === 0) first = e.version;
+    last = e.version;
+    n++;
+  }
+  return { entries: n, first: first.toString(), last: last.toString(), sha256: h.digest('hex') };
 }
 
 /** A version just below the oldest entry still readable (retention may have trimmed older ones). */

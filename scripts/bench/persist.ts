@@ -189,8 +189,8 @@ try {
     tempest_config: OVERRIDES.map((o) => o.slice(2)),
     tempest: ours.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), p50_delivered_ms: round(p.p50_delivered_ms), p50_acknowledged_ms: round(p.p50_acknowledged_ms), cpu_us_per_update: round(p.cpu_us_per_update, 1), machine_busy_cores: round(p.machine_busy_cores) })),
     etcd: theirs.points.map((p) => ({ ...p, rate_per_s: round(p.rate_per_s, 0), p50_ms: round(p.p50_ms), p99_ms: round(p.p99_ms), cpu_us_per_update: round(p.cpu_us_per_update, 1), machine_busy_cores: round(p.machine_busy_cores) })),
+    ratios_at_concurrency: hi,
     ratios: {
-      concurrency: hi,
       rate_vs_etcd: round(o.rate_per_s / e.rate_per_s, 3),
       p50_vs_etcd: round(o.p50_ms / e.p50_ms, 3),
       ...(o1 && e1 ? { p50_c1_vs_etcd: round(o1.p50_ms / e1.p50_ms, 3) } : {}),

@@ -168,13 +168,29 @@ function reportMarkdown(o: BenchOptions, started: Date, outcomes: Outcome[], plo
   return `${md.join('\n')}\n`;
 }
 
+/**
+ * A goal written as a bound (">= 0.8", "< 5") against the figure of the same name: in ratios,
+ * else at the top level (a per-member list is held to its worst value).
+ */
+function meets(summary: Record<string, unknown>, name: string, goal: string): boolean | null {
+  const m = /^(>=|<=|<|>)\s*(-?[\d.]+)$/.exec(goal.trim());
+  if (m === null) return null;
+  const raw = (summary.ratios as Record<string, unknown> | undefined)?.[name] ?? summary[name];
+  const values = typeof raw === 'number' ? [raw] : Array.isArray(raw) ? raw.map(Number) : typeof raw === 'string' ? raw.split('/').map(Number) : [];
+  if (values.length === 0 || values.some((x) => !Number.isFinite(x))) return null;
+  const x = m[1]!.startsWith('<') ? Math.max(...values) : Math.min(...values);
+  const b = Number(m[2]);
+  return m[1] === '>=' ? x >= b : m[1] === '<=' ? x <= b : m[1] === '<' ? x < b : x > b;
+}
+
 function goalsOf(summary: Record<string, unknown> | null): string {
   const g = summary?.goals;
   if (typeof g !== 'object' || g === null) return '';
   return Object.entries(g as Record<string, unknown>)
     .map(([k, v]) => {
-      const met = typeof v === 'boolean' ? v : typeof v === 'object' && v !== null && 'met' in v ? Boolean((v as { met: unknown }).met) : null;
-      return `${k} ${met === null ? JSON.stringify(v) : met ? 'met' : '**MISSED**'}`;
+      const met = typeof v === 'boolean' ? v : typeof v === 'object' && v !== null && 'met' in v ? Boolean((v as { met: unknown }).met) : typeof v === 'string' ? meets(summary!, k, v) : null;
+      const bound = typeof v === 'string' ? ` ${v}` : '';
+      return `${k}${bound} ${met === null ? '(not measured)' : met ? 'met' : '**MISSED**'}`;
     })
     .join(', ');
 }

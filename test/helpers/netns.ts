@@ -148,6 +148,11 @@ export interface Topology {
   heal(): Promise<void>;
   /** From member i's namespace, TCP-connects to each address (closed port): refused = reachable. */
   probe(from: number, to: number[], timeout_ms: number): Promise<ProbeResult>;
+  /**
+   * Gives this (the root) namespace an address on bridge a, so processes here (load drivers, a
+   * mount) reach the members on side a, as clients on that side of a partition would.
+   */
+  attachHost(): Promise<string>;
   /** Starts `node script JSON(args)` inside member i's namespace with an IPC channel. */
   spawnIn(i: number, script: string, args: object, env?: Record<string, string>): Child;
   /** Deletes namespaces, veths and bridges; idempotent. Kill the processes inside first. */
@@ -289,6 +294,11 @@ export async function createTopology(n: number, prefix = `tp${process.pid}`): Pr
         sideB.delete(i);
       }
       await checkConnectivity('heal');
+    },
+    async attachHost() {
+      const host = `${subnet}254`;
+      await ip('addr', 'add', `${host}/24`, 'dev', bridgeA);
+      return host;
     },
     spawnIn: (i, script, args, env = {}) => spawnIn(ns(i), script, args, env),
     destroy,
