@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forceUnmount } from './mount.js';
 import { createTopology, IP, type Topology } from './netns.js';
+import { killBounded } from './processes.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'tempest.mjs');
@@ -116,16 +117,7 @@ export class FaultCluster {
   /** Sends `signal` and waits (bounded) for the exit; SIGKILL if SIGTERM was not enough. */
   async kill(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.members[i]!.proc;
-    if (p === null) return;
-    const exited = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill(signal);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, STOP_WAIT_MS)))]);
-    clearTimeout(timer);
-    if (p.exitCode === null && p.signalCode === null) {
-      p.kill('SIGKILL');
-      await exited;
-    }
+    if (p !== null) await killBounded(p, signal, STOP_WAIT_MS);
   }
 
   async killAll(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {

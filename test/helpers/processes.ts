@@ -18,3 +18,17 @@ export async function memberAddresses(n: number): Promise<{ id: number; ip: stri
   const ports = await freePorts(2 * n);
   return Array.from({ length: n }, (_, i) => ({ id: i, ip: '127.0.0.1', port: ports[2 * i]!, fabric_port: ports[2 * i + 1]! }));
 }
+
+/** Sends `signal` to `p` and waits up to wait_ms for its exit; SIGKILLs it if it is still there. */
+export async function killBounded(p: import('node:child_process').ChildProcess, signal: NodeJS.Signals, wait_ms: number): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, wait_ms)))]);
+  clearTimeout(timer);
+  if (p.exitCode === null && p.signalCode === null) {
+    p.kill('SIGKILL');
+    await exited;
+  }
+}

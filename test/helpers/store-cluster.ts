@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { listenablePorts } from './group.js';
 import { forceUnmount } from './mount.js';
+import { killBounded } from './processes.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = path.join(ROOT, 'bin', 'tempest.mjs');
@@ -166,13 +167,7 @@ export class StoreCluster {
   /** SIGKILLs member i and waits for its exit. */
   async kill(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.nodes[i]!.proc;
-    if (p === null) return;
-    const exited = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill(signal);
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
-    clearTimeout(timer);
-    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    if (p !== null) await killBounded(p, signal, 15_000);
   }
 
   /** Lines at warn level or above (or not JSON) that the members wrote to stderr, tagged by member. */
