@@ -57,12 +57,13 @@ export interface TourLine {
 }
 
 /**
- * The ```sh tour blocks of a README, in order: each non-empty, non-comment line is a command; a
- * trailing `# → text` says what its output contains.
+ * The ```sh <tag> blocks of a README, in order (`tour` by default): each non-empty, non-comment
+ * line is a command; a trailing `# → text` says what its output contains.
  */
-export function tourBlocks(markdown: string): TourLine[][] {
+export function tourBlocks(markdown: string, tag = 'tour'): TourLine[][] {
+  if (!/^[a-z]+$/.test(tag)) throw new Error(`tourBlocks: bad tag ${JSON.stringify(tag)}`);
   const blocks: TourLine[][] = [];
-  const fence = /^```sh tour\n([\s\S]*?)^```$/gm;
+  const fence = new RegExp(`^\`\`\`sh ${tag}\\n([\\s\\S]*?)^\`\`\`$`, 'gm');
   for (let m = fence.exec(markdown); m !== null; m = fence.exec(markdown)) {
     const lines: TourLine[] = [];
     for (const raw of m[1]!.split('\n')) {
