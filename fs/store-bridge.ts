@@ -53,7 +53,10 @@ export function serveStore(port: MessagePort, store: StoreClient, log: Logger): 
       const fn = store[r.method] as (...a: unknown[]) => Promise<unknown>;
       let p: Promise<unknown>;
       try {
-        p = Promise.resolve(fn.apply(store, r.args.map(asBuffer)));
+        const args = r.args.map(asBuffer);
+        // The bytes arrived as this thread's own copy: nothing else will change them.
+        if (r.method === 'putChunk') args[2] = { owned: true };
+        p = Promise.resolve(fn.apply(store, args));
       } catch (err) {
         p = Promise.reject(err);
       }

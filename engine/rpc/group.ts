@@ -366,7 +366,8 @@ export class Group {
     } else {
       let args: unknown[];
       try {
-        args = decodeDetached(payload.subarray(CALL_HEADER_BYTES)) as unknown[];
+        const body = payload.subarray(CALL_HEADER_BYTES);
+        args = (type.borrowing.has(method) ? decode(body) : decodeDetached(body)) as unknown[];
         if (!Array.isArray(args)) throw new TempestError('ERR_RPC_MALFORMED', 'arguments are not a list');
         outcome = rep.apply(header, method, args, version, timestamp);
       } catch (err) {

@@ -29,6 +29,12 @@ export interface ReplicatedType<T extends object = object, O extends string = st
   readonly ordered: readonly O[];
   /** Read-only methods, called with p2pSend. */
   readonly p2p: readonly P[];
+  /**
+   * Ordered methods whose Buffer arguments are views into the delivery buffer, valid only during
+   * the call: they copy what they keep. A 1 MiB chunk is then not copied out of the multicast
+   * buffer once more before the method copies it into its log entry.
+   */
+  readonly borrowing: ReadonlySet<string>;
 }
 
 /** The update an ordered method is applied as (set by the framework around the call). */
@@ -69,6 +75,8 @@ export function replicatedType<T extends object, const O extends MethodNames<T>,
   create: () => T;
   ordered: readonly O[];
   p2p: readonly P[];
+  /** Ordered methods that only read their Buffer arguments during the call (see ReplicatedType). */
+  borrowing?: readonly O[];
 }): ReplicatedType<T, O, P> {
   if (!NAME.test(spec.name)) throw new TempestError('ERR_RPC_DECLARATION', `a replicated type's name is 1..64 letters, digits, _ or -, starting with a letter, not "${spec.name}"`);
   const seen = new Set<string>();
@@ -86,5 +94,8 @@ export function replicatedType<T extends object, const O extends MethodNames<T>,
   if (!Object.values(probe).some((v) => v instanceof Persistent || v instanceof Volatile)) {
     throw new TempestError('ERR_RPC_DECLARATION', `${spec.name} has no Persistent or Volatile field: keep a replicated object's state in such fields (they are logged, transferred to new members and restored after a restart)`);
   }
-  return Object.freeze({ name: spec.name, create: spec.create, ordered: Object.freeze([...spec.ordered]), p2p: Object.freeze([...spec.p2p]) });
+  for (const m of spec.borrowing ?? []) {
+    if (!spec.ordered.includes(m)) throw new TempestError('ERR_RPC_DECLARATION', `${spec.name}.${m} borrows its arguments but is not an ordered method`);
+  }
+  return Object.freeze({ name: spec.name, create: spec.create, ordered: Object.freeze([...spec.ordered]), p2p: Object.freeze([...spec.p2p]), borrowing: new Set<string>(spec.borrowing ?? []) });
 }

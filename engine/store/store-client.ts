@@ -31,6 +31,13 @@ import type { BlobSummary, BlobVersion, ByteRange, ClusterSummary, CommitOptions
 export interface LocalReplicas {
   /** This member's replica of store shard `shard`, if it holds one. */
   replica(shard: number): BlobStore | undefined;
+  /**
+   * Sends an idempotent ordered call (a chunk) to shard `shard` from inside this member, without
+   * the round trip through its own external port; undefined when it is not in that shard. The
+   * arguments are encoded before it returns. Resolves to the first replica's value once every
+   * replica of the shard has answered (so: stable and, in durable mode, persisted on all).
+   */
+  ordered?(shard: number, method: 'putChunk', args: unknown[], hlc: bigint): Promise<unknown> | undefined;
 }
 
 export interface StoreClientOptions {
@@ -202,6 +209,22 @@ export class RemoteStoreClient implements StoreClient {
     );
   }
 
+  /**
+   * putChunk on a shard: from inside the member when it holds a replica of the shard, else (or
+   * when that fails, as in a view change) through the external-client protocol, which retries
+   * across members. Storing a chunk twice only touches it, so the second try is harmless. `bytes`
+   * must stay unchanged until the returned promise settles.
+   */
+  private async sendChunk(shard: number, id: Buffer, bytes: Buffer): Promise<unknown> {
+    try {
+      const local = this.opts.local?.ordered?.(shard, 'putChunk', [id, bytes], this.seen);
+      if (local !== undefined) return await local;
+    } catch (err) {
+      this.opts.log.debug({ shard, err: (err as Error).message }, 'a chunk sent from inside the member failed; sending it again through the external protocol');
+    }
+    return await this.ordered(shard, 'putChunk', [id, bytes]);
+  }
+
   private async p2p(shard: number, method: string, args: unknown[]): Promise<unknown> {
     const local = this.opts.local?.replica(shard);
     try {
@@ -255,16 +278,18 @@ export class RemoteStoreClient implements StoreClient {
     const sizes: number[] = [];
     const inFlight: Promise<unknown>[] = [];
     let failed: Error | null = null;
-    // One buffer: the ordered call copies it into its request before returning.
-    const buf = Buffer.allocUnsafe(chunk);
+    // A chunk's buffer stays with its call until it settles (a failed call is sent again from
+    // it), then is filled again: at most window + 1 buffers per upload, allocated once.
+    const free: Buffer[] = [];
+    let buf: Buffer = Buffer.allocUnsafe(chunk);
     let fill = 0;
     let total = 0;
 
-    const send = (bytes: Buffer): void => {
+    const send = (bytes: Buffer, whole: Buffer): void => {
       const id = createHash('sha256').update(bytes).digest();
       ids.push(id);
       sizes.push(bytes.length);
-      const p = this.ordered(shard, 'putChunk', [id, bytes]);
+      const p = this.sendChunk(shard, id, bytes).finally(() => free.push(whole));
       p.catch((err: Error) => (failed ??= err));
       inFlight.push(p);
     };
@@ -285,7 +310,8 @@ export class RemoteStoreClient implements StoreClient {
           fill += n;
           at += n;
           if (fill === chunk) {
-            send(buf);
+            send(buf, buf);
+            buf = free.pop() ?? Buffer.allocUnsafe(chunk);
             fill = 0;
             if (failed !== null) throw failed;
             if (inFlight.length >= window) await inFlight.shift();
@@ -293,7 +319,7 @@ export class RemoteStoreClient implements StoreClient {
         }
       }
       // A body of one chunk goes with its commit, in one update (below).
-      if (fill > 0 && ids.length > 0) send(buf.subarray(0, fill));
+      if (fill > 0 && ids.length > 0) send(buf.subarray(0, fill), buf);
       for (const p of inFlight.splice(0)) await p;
     } catch (err) {
       await settleAll();
@@ -345,12 +371,15 @@ export class RemoteStoreClient implements StoreClient {
     await this.ordered(this.shardOf(key), 'touchChunks', [raw]);
   }
 
-  putChunk(key: string, bytes: Buffer): Promise<string> {
+  putChunk(key: string, bytes: Buffer, opts: { owned?: boolean } = {}): Promise<string> {
     try {
       validateKey(key);
       if (bytes.length > this.chunk_size_bytes) throw new StoreError(STORE_ERRORS.BAD_REQUEST, `a chunk is at most ${this.chunk_size_bytes} bytes, not ${bytes.length}`);
       const id = createHash('sha256').update(bytes).digest();
-      return this.ordered(this.shardOf(key), 'putChunk', [id, bytes]).then(() => id.toString('hex'));
+      const shard = this.shardOf(key);
+      // Sent from inside the member, the bytes are needed again if it has to go the other way.
+      const mine = opts.owned === true || this.opts.local?.ordered === undefined || this.opts.local.replica(shard) === undefined ? bytes : Buffer.from(bytes);
+      return this.sendChunk(shard, id, mine).then(() => id.toString('hex'));
     } catch (err) {
       return Promise.reject(err);
     }

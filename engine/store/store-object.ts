@@ -363,4 +363,6 @@ export const BlobStoreType = replicatedType({
   create: () => new BlobStore(),
   ordered: ['putChunk', 'putSmall', 'touchChunks', 'commit', 'remove', 'move', 'tick', 'collect'],
   p2p: ['head', 'lookup', 'list', 'versions', 'changes', 'readChunk', 'stats'],
+  // They copy the chunk's bytes into their log entry and keep nothing else of their arguments.
+  borrowing: ['putChunk', 'putSmall'],
 });

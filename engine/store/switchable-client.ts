@@ -54,8 +54,8 @@ export class SwitchableStoreClient implements StoreClient {
       });
     }
   }
-  putChunk(key: string, bytes: Buffer): Promise<string> {
-    return this.call((c) => c.putChunk(key, bytes));
+  putChunk(key: string, bytes: Buffer, opts?: { owned?: boolean }): Promise<string> {
+    return this.call((c) => c.putChunk(key, bytes, opts));
   }
   putSmall(key: string, bytes: Buffer, m: { sha256?: string; content_type?: string | undefined; meta?: FileMeta | null | undefined }, cond?: CommitOptions): Promise<BlobVersion> {
     return this.call((c) => c.putSmall(key, bytes, m, cond));

@@ -172,9 +172,11 @@ export interface StoreClient {
   read(v: BlobVersion, range?: ByteRange): Readable;
   /**
    * Stores one chunk (at most chunk_size_bytes) in the shard of `key`; resolves with its id (hex
-   * sha256) once it is durable there. The caller may reuse `bytes` as soon as this returns.
+   * sha256) once it is durable there. The caller may reuse `bytes` as soon as this returns,
+   * unless it passes `owned`: then it leaves them unchanged until the promise settles (and saves
+   * a copy).
    */
-  putChunk(key: string, bytes: Buffer): Promise<string>;
+  putChunk(key: string, bytes: Buffer, opts?: { owned?: boolean }): Promise<string>;
   /**
    * A version of 1..chunk_size_bytes bytes in one update: the chunk and the commit together
    * (small files). `sha256` defaults to the content's.
