@@ -35,6 +35,10 @@ test('declarations are checked: names, methods, and state in versioned fields', 
     }
   }
   t.throws(() => replicatedType({ name: 'Plain', create: () => new Plain(), ordered: ['inc'], p2p: [] }), { code: 'ERR_RPC_DECLARATION', message: /no Persistent or Volatile field/ });
+  // Only ordered methods are delivered from a multicast buffer, so only they can borrow it.
+  t.throws(() => replicatedType({ name: 'R', create: () => new Register(), ordered: ['set'], p2p: ['get'], borrowing: ['get' as 'set'] }), { code: 'ERR_RPC_DECLARATION', message: /borrows its arguments but is not an ordered method/ });
+  t.true(replicatedType({ name: 'R', create: () => new Register(), ordered: ['set'], p2p: ['get'], borrowing: ['set'] }).borrowing.has('set'));
+  t.false(RegisterType.borrowing.has('set'), 'arguments are detached unless a method says otherwise');
   t.is(RegisterType.name, 'Register');
 });
 
