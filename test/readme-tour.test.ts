@@ -45,14 +45,16 @@ test.serial('tempest up (npm start) runs the 3-member layout: every member repor
   t.true(readFileSync(path.join(dir, 'data', 'node0', 'membership-view.json'), 'utf8').includes('"members"'), 'the last view is remembered under ./data');
 });
 
-test.serial("the README's five-minute tour and its HTTP API reference, pasted line by line, print what the README says; Ctrl-C and npm start again keep everything", async (t) => {
+test.serial("the README's five-minute tour and its HTTP API and file system references, pasted line by line, print what the README says; Ctrl-C and npm start again keep everything", async (t) => {
   t.timeout(240_000);
   const readme = readFileSync(README, 'utf8');
   const blocks = tourBlocks(readme);
   t.is(blocks.length, 2, 'the README has two ```sh tour blocks: before and after the restart');
-  const api = tourBlocks(readme, 'api');
-  t.is(api.length, 1, 'the README has one ```sh api block (the HTTP API reference)');
-  blocks.push(api[0]!);
+  for (const tag of ['api', 'fs']) {
+    const more = tourBlocks(readme, tag);
+    t.is(more.length, 1, `the README has one \`\`\`sh ${tag} block (the HTTP API and file system references)`);
+    blocks.push(more[0]!);
+  }
   const dir = mkdtempSync(path.join(tmpdir(), 'tempest-tour-'));
   // The README's reader pastes in the repository, where `npx tempest` is this package's bin.
   mkdirSync(path.join(dir, 'node_modules', '.bin'), { recursive: true });
@@ -80,7 +82,8 @@ test.serial("the README's five-minute tour and its HTTP API reference, pasted li
   up = startLocalUp(dir, { TEMPEST_LOG_LEVEL: 'info' });
   await up.ready(READY_TIMEOUT_MS);
   await runBlock(1);
-  // The HTTP API reference, against the same three members (all up again).
+  // The HTTP API and file system references, against the same three members (all up again).
   await runBlock(2);
+  await runBlock(3);
   t.is(await up.interrupt(STOP_TIMEOUT_MS), 0, up.stderr().slice(-4000));
 });
