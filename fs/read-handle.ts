@@ -6,8 +6,10 @@
 import type { BlobVersion, StoreClient } from '../engine/store/types.js';
 import type { FsMetrics } from './metrics.js';
 
-/** Chunks kept per handle (the one being read and the one fetched ahead, plus one behind). */
-const CACHED_CHUNKS = 3;
+/** Chunks fetched ahead of the one being read (a sequential read keeps this many requests in flight). */
+const READ_AHEAD_CHUNKS = 2;
+/** Chunks kept per handle: the one being read, those fetched ahead, and one behind. */
+const CACHED_CHUNKS = READ_AHEAD_CHUNKS + 2;
 
 export class ReadHandle {
   private readonly cache = new Map<number, Promise<Buffer>>();
@@ -55,7 +57,7 @@ export class ReadHandle {
     for (let at = pos; at < end; ) {
       const i = this.indexOf(at);
       const bytes = await this.chunk(i);
-      if (i + 1 < this.starts.length && !this.cache.has(i + 1)) void this.chunk(i + 1).catch(() => {});
+      for (let j = i + 1; j <= i + READ_AHEAD_CHUNKS && j < this.starts.length; j++) if (!this.cache.has(j)) void this.chunk(j).catch(() => {});
       const off = at - this.starts[i]!;
       const n = Math.min(bytes.length - off, end - at);
       bytes.copy(out, copied, off, off + n);
