@@ -17,6 +17,16 @@ import { SegmentScanner } from './segment-scanner.js';
 
 const MiB = 1 << 20;
 const COLD_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * An entry's payload out of a scanned chunk (a fresh buffer of the scanner's): a view when the
+ * payload is most of it, else a copy, so that a small entry kept by the caller does not pin a
+ * 64 KiB chunk.
+ */
+function payloadOf(chunk: Buffer, start: number, bytes: number): Buffer {
+  const view = chunk.subarray(start, start + bytes);
+  return bytes * 2 >= chunk.length ? view : Buffer.from(view);
+}
 const ITER_CHUNK_BYTES = MiB;
 
 /** Where an entry is, and what its header says. */
@@ -180,7 +190,10 @@ export class LogReader {
         throw io.ioError(`log ${s.dir}: cannot read ${path.basename(seg.path)}`, err);
       }
       try {
-        const sc = new SegmentScanner(fd, offset, seg.written_bytes, COLD_CHUNK_BYTES);
+        // The first read covers the whole block when the index gave it (one read, even for a
+        // block that is one large entry); later ones go on in COLD_CHUNK_BYTES.
+        const first = block !== null && offset === block.offset ? Math.max(COLD_CHUNK_BYTES, block.bytes) : COLD_CHUNK_BYTES;
+        const sc = new SegmentScanner(fd, offset, seg.written_bytes, first);
         for (;;) {
           const r = await sc.next(h);
           if (r === null) {
@@ -211,7 +224,7 @@ export class LogReader {
       seg: cand.seg,
       offset: cand.offset,
       payload_bytes: cand.payload_bytes,
-      payload: withPayload ? Buffer.from(cand.buf.subarray(start, start + cand.payload_bytes)) : undefined,
+      payload: withPayload ? payloadOf(cand.buf, start, cand.payload_bytes) : undefined,
     };
   }
 
