@@ -44,9 +44,10 @@ export interface Log {
   /**
    * Appends an entry; synchronous, nothing touches the disk until flush(). Returns its index.
    * Versions and timestamps must increase (asserted). ERR_PERSIST_BACKPRESSURE when too much is
-   * buffered: flush and retry.
+   * buffered: flush and retry. A payload given in pieces is stored as their concatenation; the
+   * pieces are copied before append returns, so they may be views of memory reused afterwards.
    */
-  append(version: Version, timestamp: Hlc, payload: Uint8Array): number;
+  append(version: Version, timestamp: Hlc, payload: Uint8Array | readonly Uint8Array[]): number;
   /** Makes everything appended so far durable; resolves with the newest durable version. */
   flush(): Promise<Version>;
 

@@ -89,7 +89,7 @@ export class MemoryLogStore implements Log {
     return this.versions.length - this.head;
   }
 
-  append(version: Version, timestamp: Hlc, payload: Uint8Array): number {
+  append(version: Version, timestamp: Hlc, payload: Uint8Array | readonly Uint8Array[]): number {
     if (this.closed) throw new TempestError('ERR_PERSIST_CLOSED', 'the memory log is closed');
     // (Messages built only on failure: this is the hot path.)
     if (version <= this.latestV) assert(false, `log versions increase: ${version} after ${this.latestV}`);
@@ -97,7 +97,7 @@ export class MemoryLogStore implements Log {
     const index = this.first + this.count;
     this.versions.push(version);
     this.timestamps.push(timestamp);
-    this.payloads.push(Buffer.from(payload));
+    this.payloads.push(payload instanceof Uint8Array ? Buffer.from(payload) : Buffer.concat(payload));
     this.latestV = version;
     this.latestTs = timestamp;
     if (this.retainEntries > 0 && this.count > this.retainEntries + Math.max(TRIM_SLACK, this.retainEntries >> 3)) this.retain();

@@ -33,9 +33,10 @@ export interface ValueCodec<T> {
 export interface DeltaSupport<T> {
   /**
    * The changes made since the last commit, or null when none; taking them starts a new
-   * (empty) set of changes.
+   * (empty) set of changes. In pieces, they are logged as their concatenation and may be views
+   * of memory valid only until the commit returns (the log copies them).
    */
-  takeDelta(current: T): Buffer | null;
+  takeDelta(current: T): Buffer | readonly Buffer[] | null;
   /**
    * Applies a delta to `value` (which it may change in place) and returns the result. Must not
    * count as a change for takeDelta (it replays history).

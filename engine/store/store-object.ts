@@ -73,7 +73,7 @@ export class BlobStore {
   }
 
   /** Records and applies one delta (the same apply that replays it). */
-  private record(delta: Buffer): void {
+  private record(delta: Buffer | readonly Buffer[]): void {
     this.deltas.record(delta);
     this.s.apply(delta);
   }
@@ -98,10 +98,11 @@ export class BlobStore {
       this.record(d);
       return false;
     }
-    const d = deltaOf(OP_CHUNK, u.version, u.timestamp, CHUNK_ID_BYTES + bytes.length);
+    // Header and id, then the bytes themselves (borrowed from the delivery): the log copies both
+    // into its entry when the update is committed, before the delivery buffer is reused.
+    const d = deltaOf(OP_CHUNK, u.version, u.timestamp, CHUNK_ID_BYTES);
     id.copy(d, DELTA_HEADER_BYTES);
-    bytes.copy(d, DELTA_HEADER_BYTES + CHUNK_ID_BYTES);
-    this.record(d);
+    this.record([d, bytes]);
     return true;
   }
 

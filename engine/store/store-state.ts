@@ -161,10 +161,16 @@ export class StoreState {
   }
 
   /** Applies one delta (live or in replay). Throws only on a malformed delta. */
-  apply(delta: Buffer): void {
+  apply(whole: Buffer | readonly Buffer[]): void {
+    // In pieces (a chunk whose bytes are borrowed from the delivery), the first holds the header
+    // and all the state reads; the others only add to the body's length.
+    const delta = Buffer.isBuffer(whole) ? whole : whole[0]!;
+    let extra = 0;
+    if (!Buffer.isBuffer(whole)) for (let i = 1; i < whole.length; i++) extra += whole[i]!.length;
     if (delta.length === 0) return; // an update logged before this type existed: nothing to do
     assert(delta.length >= DELTA_HEADER_BYTES, 'a store delta has its header');
     const op = delta[0]!;
+    assert(extra === 0 || op === OP_CHUNK, 'only a chunk delta comes in pieces');
     const version = delta.readBigUInt64LE(1);
     const timestamp = delta.readBigUInt64LE(9);
     const body = delta.subarray(DELTA_HEADER_BYTES);
@@ -176,7 +182,7 @@ export class StoreState {
       case OP_TICK:
         return;
       case OP_CHUNK:
-        this.storeChunk(body.subarray(0, CHUNK_ID_BYTES).toString('hex'), body.length - CHUNK_ID_BYTES, version, timestamp);
+        this.storeChunk(body.subarray(0, CHUNK_ID_BYTES).toString('hex'), body.length + extra - CHUNK_ID_BYTES, version, timestamp);
         return;
       case OP_SMALL: {
         const n = body.readUInt32LE(CHUNK_ID_BYTES);
@@ -287,14 +293,15 @@ export function codecDelta(op: number, version: bigint, timestamp: bigint, value
 
 /** The store's DeltaSupport: the pending delta of the update being applied (one per update). */
 export class StoreDeltas implements DeltaSupport<StoreState> {
-  private pending: Buffer | null = null;
+  private pending: Buffer | readonly Buffer[] | null = null;
 
-  record(delta: Buffer): void {
+  /** The update's delta, whole or in pieces (logged as their concatenation before the update ends). */
+  record(delta: Buffer | readonly Buffer[]): void {
     assert(this.pending === null, 'one delta per update');
     this.pending = delta;
   }
 
-  takeDelta(): Buffer | null {
+  takeDelta(): Buffer | readonly Buffer[] | null {
     const d = this.pending;
     this.pending = null;
     return d;
