@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { LogStore, type LogStoreOptions } from '../engine/persistence/log-store.js';
+import { MemoryLogStore } from '../engine/persistence/memory-log-store.js';
 import { makeVersion, NO_VERSION } from '../engine/persistence/version.js';
 import { SEGMENT_HEADER_BYTES, readSegmentHeader } from '../engine/persistence/entry-format.js';
 import { payloadFor, recordingLogger, segmentFiles, tempDir, waitUntil } from './fixtures/persistence-helpers.js';
@@ -67,6 +68,28 @@ test('append, read before and after flush and after reopen; appends continue wit
   for (let i = 0; i < 10; i++) await checkEntry(t, r, i); // cold: LevelDB + positioned read
   t.is(r.append(V(10), TS(10), payloadFor(V(10))), 10);
   await checkEntry(t, r, 10);
+  await r.close();
+});
+
+test('a payload appended in pieces is stored as their concatenation, copied at append (LogStore and MemoryLogStore)', async (t) => {
+  const dir = await tempDir(t);
+  const s = await open(dir);
+  const mem = new MemoryLogStore({});
+  for (const log of [s, mem] as const) {
+    // A reused buffer, as a delivery buffer is: its contents change right after append.
+    const scratch = Buffer.alloc(200_000, 0x11);
+    const head = Buffer.from('header+id:');
+    log.append(V(0), TS(0), [head, scratch.subarray(0, 150_000), Buffer.alloc(0), Buffer.from('!')]);
+    scratch.fill(0x22);
+    head.fill(0);
+    const want = Buffer.concat([Buffer.from('header+id:'), Buffer.alloc(150_000, 0x11), Buffer.from('!')]);
+    t.true((await log.getByVersion(V(0)))!.payload.equals(want), 'from the write buffer / memory');
+    await log.flush();
+    t.true((await log.getByVersion(V(0)))!.payload.equals(want), 'after flush');
+  }
+  await s.close();
+  const r = await open(dir);
+  t.true((await r.getByVersion(V(0)))!.payload.equals(Buffer.concat([Buffer.from('header+id:'), Buffer.alloc(150_000, 0x11), Buffer.from('!')])), 'cold, after reopen (checksum over the pieces)');
   await r.close();
 });
 
