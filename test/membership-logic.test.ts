@@ -8,7 +8,7 @@
 import test from 'ava';
 import { type Decision, GmsCore, type GmsOutcome, gmsColumns, type GmsTable } from '../engine/membership/gms-core.js';
 import { decodeMember, encodeMember, isMemberInfo, type MemberInfo } from '../engine/membership/view.js';
-import { forEachInBatch, Outbox, packBatch } from '../engine/membership/outbox.js';
+import { batchPieces, forEachInBatch, Outbox, packBatch } from '../engine/membership/outbox.js';
 import { isTempestError, TempestError } from '../engine/util/errors.js';
 
 /** Rows of every member; `published` is what others see, updated by push(). */
@@ -132,7 +132,9 @@ class Sink {
   /** The updates of each batch handed over. */
   readonly batches: string[][] = [];
   private readonly pending: ((e: Error) => void)[] = [];
-  send(batch: Buffer): Promise<number> {
+  send(pieces: readonly Buffer[]): Promise<number> {
+    // What the multicast sends: the pieces' concatenation, which must parse as one batch.
+    const batch = Buffer.concat(pieces);
     const items: string[] = [];
     forEachInBatch(batch, (u) => items.push(u.toString()));
     this.batches.push(items);
@@ -209,6 +211,11 @@ test('outbox: a malformed batch is refused with a code, never half-read', (t) =>
   const seen: string[] = [];
   forEachInBatch(good, (u) => seen.push(u.toString()));
   t.deepEqual(seen, ['xy', 'z']);
+  // What the outbox sends (framing pieces around the updates' own bytes) is the same batch.
+  const updates = [Buffer.from('xy'), Buffer.from('z'), Buffer.alloc(0), Buffer.alloc(70_000, 7)];
+  const pieces = batchPieces(updates.map((payload) => ({ payload })));
+  t.true(Buffer.concat(pieces).equals(packBatch(updates, 2 + 4 * 4 + 2 + 1 + 0 + 70_000)));
+  t.true(pieces.includes(updates[3]!), 'an update goes as itself, not copied into a batch');
   for (const bad of [Buffer.alloc(0), Buffer.from([0, 0]), good.subarray(0, good.length - 1), Buffer.concat([good, Buffer.from([0])]), Buffer.from([1, 0, 255, 255, 255, 255])]) {
     t.throws(() => forEachInBatch(bad, () => {}), { code: 'ERR_MEMBERSHIP_MALFORMED_BATCH' });
   }

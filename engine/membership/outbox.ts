@@ -25,8 +25,11 @@ export interface Settle {
 
 /** What the outbox hands updates to: the multicast of the current view. */
 export interface UpdateSink {
-  /** Resolves once in flight; rejects with ERR_MULTICAST_WEDGED/CLOSED when the view ends first. */
-  send(payload: Buffer): Promise<number>;
+  /**
+   * Sends the concatenation of `pieces` (kept unchanged until it resolves); resolves once in
+   * flight; rejects with ERR_MULTICAST_WEDGED/CLOSED when the view ends first.
+   */
+  send(pieces: readonly Buffer[]): Promise<number>;
 }
 
 interface Outgoing {
@@ -44,6 +47,8 @@ const BATCH_HEADER_BYTES = 2;
 const BATCH_ENTRY_BYTES = 4;
 /** Bytes a batch adds to an update sent alone. */
 export const BATCH_OVERHEAD_BYTES = BATCH_HEADER_BYTES + BATCH_ENTRY_BYTES;
+/** A batch at least this long is sent as pieces (batchPieces) rather than packed (packBatch). */
+const PIECES_MIN_BYTES = 64 * 1024;
 /** Updates per batch at most (their deliveries share one multicast message). */
 export const MAX_BATCH_UPDATES = 256;
 
@@ -61,6 +66,24 @@ export function packBatch(payloads: readonly (Buffer | { payload: Buffer })[], t
   }
   assert(at === total_bytes, 'the batch is exactly as long as counted');
   return out;
+}
+
+/**
+ * The batch packBatch makes, as pieces to send without gathering them first: the framing (one
+ * small buffer) around the updates' own bytes. A 1 MiB update is then copied once, into the
+ * multicast's buffer, not also into a batch.
+ */
+export function batchPieces(batch: readonly { payload: Buffer }[]): Buffer[] {
+  assert(batch.length > 0 && batch.length <= MAX_BATCH_UPDATES, 'a batch holds 1..MAX_BATCH_UPDATES updates');
+  const framing = Buffer.allocUnsafe(BATCH_HEADER_BYTES + BATCH_ENTRY_BYTES * batch.length);
+  framing.writeUInt16LE(batch.length, 0);
+  const pieces: Buffer[] = [];
+  for (let j = 0; j < batch.length; j++) {
+    const at = BATCH_HEADER_BYTES + BATCH_ENTRY_BYTES * j;
+    framing.writeUInt32LE(batch[j]!.payload.length, at);
+    pieces.push(framing.subarray(j === 0 ? 0 : at, at + BATCH_ENTRY_BYTES), batch[j]!.payload);
+  }
+  return pieces;
 }
 
 /**
@@ -142,7 +165,9 @@ export class Outbox {
         inFlight++;
         i++;
       }
-      sink.send(packBatch(batch, bytes)).catch((err: TempestError) => {
+      // Large updates go as themselves (copied once, into the multicast's buffer); many small ones
+      // are gathered here, one copy each either way, into one piece.
+      sink.send(bytes >= PIECES_MIN_BYTES ? batchPieces(batch) : [packBatch(batch, bytes)]).catch((err: TempestError) => {
         // The view ended before it went out: its updates go again in the next view.
         if (err.code === 'ERR_MULTICAST_WEDGED' || err.code === 'ERR_MULTICAST_CLOSED') {
           for (const o of batch) {

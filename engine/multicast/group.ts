@@ -138,10 +138,16 @@ export function multicastPlan(s: MulticastSettings): MulticastPlan {
   };
 }
 
+function piecesLength(pieces: readonly Buffer[]): number {
+  let n = 0;
+  for (const p of pieces) n += p.length;
+  return n;
+}
+
 interface QueuedSend {
   size_bytes: number;
-  /** Bytes to copy in, or null for a reservation the caller fills. */
-  payload: Buffer | null;
+  /** Bytes to copy in (whole or in pieces, kept unchanged until sent), or null for a reservation the caller fills. */
+  payload: Buffer | readonly Buffer[] | null;
   resolve: (v: { index: number; view: Buffer | null }) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout | undefined;
@@ -388,10 +394,15 @@ export class MulticastGroup {
     return this.commit();
   }
 
-  /** Sends a copy of `payload`, waiting (bounded) for room; resolves with its index once in flight. */
-  async send(payload: Buffer): Promise<number> {
-    this.checkSend(payload.length);
-    const r = await this.enqueue(payload.length, payload);
+  /**
+   * Sends a copy of `payload`, waiting (bounded) for room; resolves with its index once in flight.
+   * Given in pieces, the message is their concatenation, copied straight into the ring or the
+   * registered buffer; the pieces must stay unchanged until this resolves.
+   */
+  async send(payload: Buffer | readonly Buffer[]): Promise<number> {
+    const size_bytes = Buffer.isBuffer(payload) ? payload.length : piecesLength(payload);
+    this.checkSend(size_bytes);
+    const r = await this.enqueue(size_bytes, payload);
     return r.index;
   }
 
@@ -406,7 +417,7 @@ export class MulticastGroup {
     return r.view!;
   }
 
-  private enqueue(size_bytes: number, payload: Buffer | null): Promise<{ index: number; view: Buffer | null }> {
+  private enqueue(size_bytes: number, payload: Buffer | readonly Buffer[] | null): Promise<{ index: number; view: Buffer | null }> {
     if (this.queue.length >= this.maxQueued) {
       return Promise.reject(new TempestError('ERR_MULTICAST_BACKPRESSURE', `${this.queue.length} sends already wait for room in the window`));
     }
@@ -652,7 +663,14 @@ export class MulticastGroup {
         q.resolve({ index: -1, view });
         return;
       }
-      q.payload.copy(view);
+      if (Buffer.isBuffer(q.payload)) q.payload.copy(view);
+      else {
+        let at = 0;
+        for (const p of q.payload) {
+          view.set(p, at);
+          at += p.length;
+        }
+      }
       q.resolve({ index: this.commit(), view: null });
     }
   }
