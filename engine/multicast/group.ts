@@ -26,6 +26,7 @@ import { RdmcChannel } from './rdmc.js';
 import { RDMC_ALGORITHMS, type RdmcAlgorithm } from './rdmc-schedule.js';
 import { SmcChannel } from './smc.js';
 import { RDMC_DESCRIPTOR_BYTES, RecordKind, RingLayout } from './smc-ring.js';
+import { copyPieces, piecesLength } from '../util/pieces.js';
 
 export interface MulticastSettings {
   /** Names this group's table columns and memory region (unique per member). */
@@ -136,12 +137,6 @@ export function multicastPlan(s: MulticastSettings): MulticastPlan {
     ],
     regionSizes: { [names.region]: S * layout.ringBytes },
   };
-}
-
-function piecesLength(pieces: readonly Buffer[]): number {
-  let n = 0;
-  for (const p of pieces) n += p.length;
-  return n;
 }
 
 interface QueuedSend {
@@ -400,7 +395,7 @@ export class MulticastGroup {
    * registered buffer; the pieces must stay unchanged until this resolves.
    */
   async send(payload: Buffer | readonly Buffer[]): Promise<number> {
-    const size_bytes = Buffer.isBuffer(payload) ? payload.length : piecesLength(payload);
+    const size_bytes = piecesLength(payload);
     this.checkSend(size_bytes);
     const r = await this.enqueue(size_bytes, payload);
     return r.index;
@@ -663,14 +658,7 @@ export class MulticastGroup {
         q.resolve({ index: -1, view });
         return;
       }
-      if (Buffer.isBuffer(q.payload)) q.payload.copy(view);
-      else {
-        let at = 0;
-        for (const p of q.payload) {
-          view.set(p, at);
-          at += p.length;
-        }
-      }
+      copyPieces(view, 0, q.payload);
       q.resolve({ index: this.commit(), view: null });
     }
   }

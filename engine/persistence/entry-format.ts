@@ -14,6 +14,7 @@
  * One crc32 covers a whole entry: a torn or corrupt entry never passes it.
  */
 import { crc32 } from 'node:zlib';
+import { copyPieces, type Pieces, piecesLength } from '../util/pieces.js';
 
 export const SEGMENT_HEADER_BYTES = 40;
 export const ENTRY_HEADER_BYTES = 40;
@@ -64,16 +65,8 @@ export function readSegmentHeader(buf: Buffer, at = 0): SegmentHeader | null {
  * O(payload): one copy and one crc pass. `view` is a DataView of `buf` (its 64-bit setters are
  * several times faster than Buffer's writeBigInt64LE).
  */
-/** Bytes of a payload given whole or in pieces. */
-export function payloadLength(payload: Uint8Array | readonly Uint8Array[]): number {
-  if (payload instanceof Uint8Array) return payload.length;
-  let n = 0;
-  for (const p of payload) n += p.length;
-  return n;
-}
-
-export function writeEntry(buf: Buffer, view: DataView, at: number, version: bigint, timestamp: bigint, index: number, payload: Uint8Array | readonly Uint8Array[]): number {
-  const n = payloadLength(payload);
+export function writeEntry(buf: Buffer, view: DataView, at: number, version: bigint, timestamp: bigint, index: number, payload: Pieces): number {
+  const n = piecesLength(payload);
   view.setUint32(at, ENTRY_MAGIC, true);
   view.setUint32(at + 8, n, true);
   view.setUint32(at + 12, 0, true);
@@ -81,15 +74,7 @@ export function writeEntry(buf: Buffer, view: DataView, at: number, version: big
   view.setBigUint64(at + 24, timestamp, true);
   view.setUint32(at + 32, index % 0x1_0000_0000, true);
   view.setUint32(at + 36, Math.floor(index / 0x1_0000_0000), true);
-  if (payload instanceof Uint8Array) buf.set(payload, at + ENTRY_HEADER_BYTES);
-  else {
-    let p_at = at + ENTRY_HEADER_BYTES;
-    for (const p of payload) {
-      buf.set(p, p_at);
-      p_at += p.length;
-    }
-  }
-  const end = at + ENTRY_HEADER_BYTES + n;
+  const end = copyPieces(buf, at + ENTRY_HEADER_BYTES, payload);
   view.setUint32(at + 4, crc32(buf.subarray(at + 8, end)), true);
   return end;
 }

@@ -24,8 +24,9 @@ import type { Hlc } from './hlc.js';
 import { NO_VERSION, type Version } from './version.js';
 import type { Log, LogBase, LogEntry } from './log.js';
 import { readBaseVersion } from './base-file.js';
-import { ENTRY_HEADER_BYTES, MAX_PAYLOAD_BYTES, payloadLength, SEGMENT_HEADER_BYTES, writeEntry, writeSegmentHeader } from './entry-format.js';
+import { ENTRY_HEADER_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, writeEntry, writeSegmentHeader } from './entry-format.js';
 import * as io from './fs-io.js';
+import { type Pieces, piecesLength } from '../util/pieces.js';
 import { LogIndex } from './log-index.js';
 import { LogIndexer } from './log-indexer.js';
 import { LogReader } from './log-reader.js';
@@ -261,14 +262,14 @@ export class LogStore implements Log {
 
   // ---- writing ----
 
-  append(version: Version, timestamp: Hlc, payload: Uint8Array | readonly Uint8Array[]): number {
+  append(version: Version, timestamp: Hlc, payload: Pieces): number {
     const s = this.s;
     if (s.closing) throw new TempestError('ERR_PERSIST_CLOSED', `log ${this.dir} is closed`);
     if (s.truncating) throw new TempestError('ERR_PERSIST_BUSY', `log ${this.dir} is being truncated`);
     // (Messages built only on failure: this is the hot path.)
     if (version <= s.latestV) assert(false, `log versions increase: ${version} after ${s.latestV}`);
     if (timestamp <= s.latestTs) assert(false, `log timestamps increase: ${timestamp} after ${s.latestTs}`);
-    const n = payloadLength(payload);
+    const n = piecesLength(payload);
     const bytes = ENTRY_HEADER_BYTES + n;
     if (n > MAX_PAYLOAD_BYTES || bytes + SEGMENT_HEADER_BYTES > this.maxBuffered) {
       throw new TempestError('ERR_PERSIST_TOO_LARGE', `a log entry of ${n} bytes exceeds what the log buffers (max_buffered_bytes ${this.maxBuffered})`);

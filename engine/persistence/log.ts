@@ -10,6 +10,7 @@
 import type { Hlc } from './hlc.js';
 import type { Version } from './version.js';
 import type { LogBase } from './base-file.js';
+import type { Pieces } from '../util/pieces.js';
 
 export type { LogBase };
 
@@ -47,7 +48,7 @@ export interface Log {
    * buffered: flush and retry. A payload given in pieces is stored as their concatenation; the
    * pieces are copied before append returns, so they may be views of memory reused afterwards.
    */
-  append(version: Version, timestamp: Hlc, payload: Uint8Array | readonly Uint8Array[]): number;
+  append(version: Version, timestamp: Hlc, payload: Pieces): number;
   /** Makes everything appended so far durable; resolves with the newest durable version. */
   flush(): Promise<Version>;
 

@@ -9,6 +9,7 @@ import { TempestError } from '../util/errors.js';
 import { type Hlc, hlcFromMs } from './hlc.js';
 import type { Log, LogBase, LogEntry } from './log.js';
 import { NO_VERSION, type Version } from './version.js';
+import { copyPieces, type Pieces, piecesLength } from '../util/pieces.js';
 
 export interface MemoryLogStoreOptions {
   /** Keep at least this many newest entries; 0 = no count limit (default). */
@@ -89,7 +90,7 @@ export class MemoryLogStore implements Log {
     return this.versions.length - this.head;
   }
 
-  append(version: Version, timestamp: Hlc, payload: Uint8Array | readonly Uint8Array[]): number {
+  append(version: Version, timestamp: Hlc, payload: Pieces): number {
     if (this.closed) throw new TempestError('ERR_PERSIST_CLOSED', 'the memory log is closed');
     // (Messages built only on failure: this is the hot path.)
     if (version <= this.latestV) assert(false, `log versions increase: ${version} after ${this.latestV}`);
@@ -97,7 +98,9 @@ export class MemoryLogStore implements Log {
     const index = this.first + this.count;
     this.versions.push(version);
     this.timestamps.push(timestamp);
-    this.payloads.push(payload instanceof Uint8Array ? Buffer.from(payload) : Buffer.concat(payload));
+    const copy = Buffer.allocUnsafe(piecesLength(payload));
+    copyPieces(copy, 0, payload);
+    this.payloads.push(copy);
     this.latestV = version;
     this.latestTs = timestamp;
     if (this.retainEntries > 0 && this.count > this.retainEntries + Math.max(TRIM_SLACK, this.retainEntries >> 3)) this.retain();

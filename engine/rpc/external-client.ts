@@ -11,6 +11,7 @@ import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { decode, encode } from './codec.js';
 import { isRemoteError } from './errors.js';
+import type { OrderedOutcome } from './query-results.js';
 import { type ClusterInfo, KIND_CLUSTER, KIND_EXTERNAL_ORDERED, KIND_EXTERNAL_P2P, PUSH_VIEW } from './protocol.js';
 import type { MethodArgs, MethodNames, MethodResult, ReplicatedType } from './replicated-type.js';
 import { WireClient } from './wire.js';
@@ -27,11 +28,7 @@ export interface ExternalClientOptions {
   max_reply_bytes?: number;
 }
 
-/** An ordered call's outcome: the version it got and each replica's reply. */
-export interface OrderedOutcome<R> {
-  version: bigint;
-  replies: Map<number, { ok: true; value: R } | { ok: false; code: string; message: string }>;
-}
+export type { OrderedOutcome } from './query-results.js';
 
 /** Answers after which another member is tried (the call may be retried safely: request ids). */
 const RETRYABLE_REMOTE = new Set([

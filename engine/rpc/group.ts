@@ -27,7 +27,7 @@ import { CALL_HEADER_BYTES, NO_ORIGIN, readCallHeader, readU64, writeCallHeader,
 import { decode, decodeDetached, encode, encodeAfter } from './codec.js';
 import type { RemoteError } from './errors.js';
 import { type ClusterInfo, KIND_CLUSTER, KIND_EXTERNAL_ORDERED, KIND_EXTERNAL_P2P, KIND_ORDERED_REPLIES, KIND_P2P_CALL, PUSH_VIEW } from './protocol.js';
-import { QueryResults } from './query-results.js';
+import { type OrderedOutcome, QueryResults } from './query-results.js';
 import { decodeOutcome, existingReplicas, isDurableType, type PersistenceSettings, Replica } from './replica.js';
 import type { MethodArgs, MethodNames, MethodResult, ReplicatedType } from './replicated-type.js';
 import { WireClient, type WireRequest, WireServer, type WireServerConnection } from './wire.js';
@@ -280,6 +280,25 @@ export class Group {
   }
 
   // ---- ordered calls ---------------------------------------------------------------------------
+
+  /**
+   * @internal An ordered call to our shard of (type, index) and what an external client gets for
+   * it: the version and every replica's reply (they come once the update is stable and, in
+   * durable mode, persisted there). `hlc`, the caller's newest timestamp, orders it after that.
+   */
+  async orderedOutcome(type: ReplicatedType, index: number, method: string, args: unknown[], hlc?: bigint, client = 0n, seq = 0n): Promise<OrderedOutcome<unknown>> {
+    if (typeof hlc === 'bigint') this.clock.observe(hlc);
+    const results = this.orderedCall(type, index, method, args, client, seq);
+    const replies: OrderedOutcome<unknown>['replies'] = new Map();
+    for (const [id, p] of await results.replies()) {
+      try {
+        replies.set(id, { ok: true, value: await p });
+      } catch (err) {
+        replies.set(id, { ok: false, code: String((err as RemoteError).remoteCode ?? (err as TempestError).code), message: (err as Error).message });
+      }
+    }
+    return { version: (await results.delivered).version, replies };
+  }
 
   /** @internal Sends an ordered call to our shard of (type, index). */
   orderedCall(type: ReplicatedType, index: number, method: string, args: unknown[], client = 0n, seq = 0n): QueryResults<unknown> {
@@ -549,19 +568,8 @@ export class Group {
         const ref = this.member.myShard(typeName, index);
         if (ref === undefined || ref.shard !== shard) throw new TempestError('ERR_RPC_NOT_A_REPLICA', `member ${this.myId} is not in shard ${shard} of ${typeName}[${index}]; ask one of its members`);
         if (typeof client !== 'bigint' || typeof seq !== 'bigint' || client === 0n) throw new TempestError('ERR_RPC_MALFORMED', 'an external ordered call needs a client id and a request number');
-        if (typeof hlc === 'bigint') this.clock.observe(hlc);
-        const results = this.orderedCall(type, index, method, args, client, seq);
-        const replies = await results.replies();
-        const out: [number, boolean, unknown][] = [];
-        for (const [id, p] of replies) {
-          try {
-            out.push([id, true, await p]);
-          } catch (err) {
-            out.push([id, false, { code: (err as RemoteError).remoteCode ?? (err as TempestError).code, message: (err as Error).message }]);
-          }
-        }
-        const d = await results.delivered;
-        return encode([d.version, out]);
+        const o = await this.orderedOutcome(type, index, method, args, hlc, client, seq);
+        return encode([o.version, [...o.replies].map(([id, r]) => (r.ok ? [id, true, r.value] : [id, false, { code: r.code, message: r.message }]))]);
       }
       default:
         throw new TempestError('ERR_RPC_UNKNOWN_KIND', `unknown request kind ${req.kind}`);

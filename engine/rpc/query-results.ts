@@ -63,6 +63,12 @@ function settledPromise<R>(s: Slot<R>): Promise<R> {
   return p;
 }
 
+/** An ordered call's outcome: the version it got and each replica's reply. */
+export interface OrderedOutcome<R> {
+  version: bigint;
+  replies: Map<number, { ok: true; value: R } | { ok: false; code: string; message: string }>;
+}
+
 export class QueryResults<R> implements Acknowledgement {
   private slots: Slot<R>[] = [];
   private early: { member: number; ok: boolean; value: unknown }[] | null = null;

@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ExternalClient } from '../rpc/external-client.js';
 import { isRemoteError } from '../rpc/errors.js';
+import type { OrderedOutcome } from '../rpc/query-results.js';
 import { isTempestError, TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { StoreError, STORE_ERRORS, type StoreErrorCode } from './errors.js';
@@ -34,10 +35,10 @@ export interface LocalReplicas {
   /**
    * Sends an idempotent ordered call (a chunk) to shard `shard` from inside this member, without
    * the round trip through its own external port; undefined when it is not in that shard. The
-   * arguments are encoded before it returns. Resolves to the first replica's value once every
-   * replica of the shard has answered (so: stable and, in durable mode, persisted on all).
+   * arguments are encoded before it returns. Resolves as the external protocol answers, once
+   * every replica of the shard has (so: stable and, in durable mode, persisted on all).
    */
-  ordered?(shard: number, method: 'putChunk', args: unknown[], hlc: bigint): Promise<unknown> | undefined;
+  ordered?(shard: number, method: 'putChunk', args: unknown[], hlc: bigint): Promise<OrderedOutcome<unknown>> | undefined;
 }
 
 export interface StoreClientOptions {
@@ -146,6 +147,24 @@ function digestBytes(s: string, bytes: number): Buffer | null {
   return b.length === bytes && /^[A-Za-z0-9+/]+={0,2}$/.test(s) ? b : null;
 }
 
+/** The value of an ordered call (every replica computes the same one): the first success, else a failure. */
+function valueOf(outcome: Promise<OrderedOutcome<unknown>>): Promise<unknown> {
+  return outcome.then(
+    (out) => {
+      let failure: { code: string; message: string } | undefined;
+      for (const r of out.replies.values()) {
+        if (r.ok) return r.value;
+        if (failure === undefined || failure.code === 'ERR_RPC_NODE_REMOVED') failure = r;
+      }
+      const f = failure ?? { code: 'ERR_RPC_NODE_REMOVED', message: 'no replica answered' };
+      throw errorOfCode(f.code, f.message, undefined);
+    },
+    (err: unknown) => {
+      throw toStoreError(err);
+    },
+  );
+}
+
 export class RemoteStoreClient implements StoreClient {
   readonly chunk_size_bytes: number;
   /** The newest timestamp this client has seen (sent with updates: causal time order). */
@@ -192,21 +211,7 @@ export class RemoteStoreClient implements StoreClient {
    * synchronously, so the caller may reuse buffers in `args` as soon as this returns.
    */
   private ordered(shard: number, method: string, args: unknown[], hlc = this.seen): Promise<unknown> {
-    const p = this.ec.ordered(STORE_TYPE_NAME, 0, shard, method, args, hlc);
-    return p.then(
-      (out) => {
-        let failure: { code: string; message: string } | undefined;
-        for (const r of out.replies.values()) {
-          if (r.ok) return r.value;
-          if (failure === undefined || failure.code === 'ERR_RPC_NODE_REMOVED') failure = r;
-        }
-        const f = failure ?? { code: 'ERR_RPC_NODE_REMOVED', message: 'no replica answered' };
-        throw errorOfCode(f.code, f.message, undefined);
-      },
-      (err: unknown) => {
-        throw toStoreError(err);
-      },
-    );
+    return valueOf(this.ec.ordered(STORE_TYPE_NAME, 0, shard, method, args, hlc));
   }
 
   /**
@@ -218,7 +223,7 @@ export class RemoteStoreClient implements StoreClient {
   private async sendChunk(shard: number, id: Buffer, bytes: Buffer): Promise<unknown> {
     try {
       const local = this.opts.local?.ordered?.(shard, 'putChunk', [id, bytes], this.seen);
-      if (local !== undefined) return await local;
+      if (local !== undefined) return await valueOf(local);
     } catch (err) {
       this.opts.log.debug({ shard, err: (err as Error).message }, 'a chunk sent from inside the member failed; sending it again through the external protocol');
     }

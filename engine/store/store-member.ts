@@ -9,9 +9,8 @@
 import type { TempestConfig } from '../../config/index.js';
 import { HLC_LOGICAL_BITS } from '../persistence/hlc.js';
 import type { Group, HostedType } from '../rpc/group.js';
-import type { QueryResults } from '../rpc/query-results.js';
+import type { OrderedOutcome } from '../rpc/query-results.js';
 import type { ReplicatedType } from '../rpc/replicated-type.js';
-import { TempestError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { RemoteStoreClient } from './store-client.js';
 import { type BlobStore, BlobStoreType, STORE_TYPE_NAME } from './store-object.js';
@@ -31,28 +30,6 @@ export interface StoreMember {
   close(): Promise<void>;
 }
 
-/**
- * The value of an ordered call once every replica of the shard has answered (replies come after
- * the update is stable and, in durable mode, persisted at each): the first success, else the
- * first failure, as the external-client protocol answers it.
- */
-async function firstValue(results: QueryResults<unknown>): Promise<unknown> {
-  const replies = await results.replies();
-  let failure: unknown;
-  let value: { v: unknown } | undefined;
-  for (const p of replies.values()) {
-    try {
-      const v = await p;
-      value ??= { v };
-    } catch (err) {
-      failure ??= err;
-    }
-  }
-  await results.delivered;
-  if (value !== undefined) return value.v;
-  throw failure ?? new TempestError('ERR_RPC_NODE_REMOVED', 'no replica answered');
-}
-
 export async function startStoreMember(cfg: TempestConfig, group: Group, log: Logger): Promise<StoreMember> {
   const d = cfg.DERECHO;
   const slog = log.child({ layer: 'store' });
@@ -61,12 +38,8 @@ export async function startStoreMember(cfg: TempestConfig, group: Group, log: Lo
     if (ref === undefined || ref.shard !== shard) return undefined;
     return group.localReplica(BlobStoreType, 0);
   };
-  const ordered = (shard: number, method: 'putChunk', args: unknown[], hlc: bigint): Promise<unknown> | undefined => {
-    if (replica(shard) === undefined) return undefined;
-    // The caller's causal past: the update is stamped after everything it has seen.
-    group.clock.observe(hlc);
-    return firstValue(group.orderedCall(BlobStoreType as ReplicatedType, 0, method, args));
-  };
+  const ordered = (shard: number, method: 'putChunk', args: unknown[], hlc: bigint): Promise<OrderedOutcome<unknown>> | undefined =>
+    replica(shard) === undefined ? undefined : group.orderedOutcome(BlobStoreType as ReplicatedType, 0, method, args, hlc);
   const client = await RemoteStoreClient.connect({
     contacts: [{ host: d.local_ip, port: d.external_port }, { host: d.leader_ip, port: d.leader_external_port }],
     log: slog,

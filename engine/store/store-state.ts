@@ -32,6 +32,7 @@ import { decode, encode } from '../rpc/codec.js';
 import { assert } from '../util/assert.js';
 import type { DeltaSupport, ValueCodec } from '../persistence/persistent.js';
 import { StoreError, STORE_ERRORS } from './errors.js';
+import { piecesLength } from '../util/pieces.js';
 
 const DELTA_HEADER_BYTES_CONST = 17;
 export const OP_NONE = 0;
@@ -165,8 +166,7 @@ export class StoreState {
     // In pieces (a chunk whose bytes are borrowed from the delivery), the first holds the header
     // and all the state reads; the others only add to the body's length.
     const delta = Buffer.isBuffer(whole) ? whole : whole[0]!;
-    let extra = 0;
-    if (!Buffer.isBuffer(whole)) for (let i = 1; i < whole.length; i++) extra += whole[i]!.length;
+    const extra = piecesLength(whole) - delta.length;
     if (delta.length === 0) return; // an update logged before this type existed: nothing to do
     assert(delta.length >= DELTA_HEADER_BYTES, 'a store delta has its header');
     const op = delta[0]!;

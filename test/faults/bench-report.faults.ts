@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
+import { killGroup } from '../helpers/processes.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const RUN_TIMEOUT_MS = 14 * 60_000;
@@ -36,17 +37,19 @@ interface RunResult {
   stderr: string;
 }
 
-function npmRunBench(outDir: string): Promise<RunResult> {
+/** Runs it in its own process group (npm, the driver, the benchmark); `track` gets the group's pid while it runs (undefined once it exited). */
+function npmRunBench(outDir: string, track: (pid: number | undefined) => void): Promise<RunResult> {
   const child = spawn('npm', ['run', 'bench', '--', '--quick', `--out=${outDir}`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  track(child.pid);
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr = (stderr + s).slice(-20_000)));
-  // The whole process group: npm, the driver and the benchmark it is running.
-  const timer = setTimeout(() => process.kill(-child.pid!, 'SIGKILL'), RUN_TIMEOUT_MS);
+  const timer = setTimeout(() => killGroup(child.pid), RUN_TIMEOUT_MS);
   return new Promise((resolve) => {
     child.once('exit', (code) => {
       clearTimeout(timer);
+      track(undefined);
       resolve({ code, stdout, stderr });
     });
   });
@@ -55,8 +58,12 @@ function npmRunBench(outDir: string): Promise<RunResult> {
 test('npm run bench -- --quick runs every benchmark, each ends with its JSON summary and ratios, and writes REPORT.md with its plot', async (t) => {
   t.timeout(RUN_TIMEOUT_MS + 60_000);
   const out = mkdtempSync(path.join(tmpdir(), 'tempest-bench-report-'));
-  t.teardown(() => rmSync(out, { recursive: true, force: true }));
-  const r = await npmRunBench(out);
+  let pid: number | undefined;
+  t.teardown(() => {
+    killGroup(pid); // a test that failed or timed out leaves no benchmark running
+    rmSync(out, { recursive: true, force: true });
+  });
+  const r = await npmRunBench(out, (p) => (pid = p));
   t.is(r.code, 0, `npm run bench exit code; stderr tail:\n${r.stderr.slice(-4000)}`);
   const last = JSON.parse(r.stdout.trimEnd().split('\n').pop()!) as { bench: string; ran: number; failed: number; ratios: Record<string, unknown> };
   t.is(last.bench, 'all');

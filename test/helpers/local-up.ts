@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forceUnmount } from './mount.js';
+import { killGroup } from './processes.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'tempest.mjs');
@@ -68,11 +69,7 @@ export function startLocalUp(cwd: string, env: NodeJS.ProcessEnv = {}): LocalUp 
       return within(exit, timeout_ms, () => `tempest up stopping after Ctrl-C (stderr: ${err.slice(-4000)})`);
     },
     destroy: () => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      killGroup(child.pid);
       forceUnmount(path.join(cwd, 'mnt'));
     },
   };

@@ -19,6 +19,16 @@ export async function memberAddresses(n: number): Promise<{ id: number; ip: stri
   return Array.from({ length: n }, (_, i) => ({ id: i, ip: '127.0.0.1', port: ports[2 * i]!, fabric_port: ports[2 * i + 1]! }));
 }
 
+/** SIGKILLs the whole process group led by `pid` (a child spawned detached), if it is still there. */
+export function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 /** Sends `signal` to `p` and waits up to wait_ms for its exit; SIGKILLs it if it is still there. */
 export async function killBounded(p: import('node:child_process').ChildProcess, signal: NodeJS.Signals, wait_ms: number): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
